@@ -1,0 +1,46 @@
+# Two set-up commands: `make demo` and `make test`. Both create .venv and install on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch. A GPU machine sets TORCH_INDEX to a CUDA index, e.g.
+# https://download.pytorch.org/whl/cu128
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+
+export MLOPS_HOME ?= $(CURDIR)/.mlops
+export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
+
+.PHONY: install demo test ui mlflow-ui bench-drift bench-train clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	@# A local CPU wheel (pip's find-links) if this machine has one, else PyTorch's CPU index:
+	@# never PyPI's default torch, which is a multi-GB CUDA build.
+	$(BIN)/pip install --no-index "torch==$(TORCH_VERSION)" 2>/dev/null \
+	  || $(BIN)/pip install "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX)
+	$(BIN)/pip install -e ".[dev]"
+	touch $@
+
+demo: install
+	$(BIN)/mlops demo
+
+test: install
+	$(BIN)/pytest
+
+ui: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLOPS_HOME)/mlflow.db --host 127.0.0.1 --port 5000
+
+bench-drift: install
+	$(BIN)/python benchmarks/bench_drift.py
+
+bench-train: install
+	$(BIN)/python benchmarks/bench_train.py
+
+clean:
+	rm -rf $(MLOPS_HOME)

@@ -1,0 +1,174 @@
+"""Training: the window of labelled batches, and the model trained on it as an MLflow version."""
+
+import dagster as dg
+from pydantic import Field
+
+from mlops_assets.assets.common import ModelPipeline, table
+from resources.lake import Lake
+from resources.registry import MlflowRegistry, RegisteredModel
+
+
+class TrainingWindow(dg.Config):
+    """Which batches the training data covers."""
+
+    until: str = Field(
+        default="",
+        description="The last batch in the window (inclusive). Empty: the spec's training.initial_until. "
+        "Retraining runs started by sensors set it to the newest labelled batch.",
+    )
+
+
+def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]) -> list[dg.AssetsDefinition]:
+    spec = pipeline.spec
+
+    @dg.asset(
+        key=pipeline.key("training_dataset"),
+        group_name=pipeline.name,
+        deps=[pipeline.key("features")],
+        kinds={"pandas", "parquet"},
+        description=(
+            "The labelled rows of every batch in the training window, split into a training set "
+            f"and a stratified, seeded holdout ({spec.training.holdout_fraction:.0%}).\n\n"
+            "Its metadata lists the batches with their fingerprints: the lineage of every model "
+            "trained on it."
+        ),
+    )
+    def training_dataset(context: dg.AssetExecutionContext, config: TrainingWindow, lake: Lake) -> dg.MaterializeResult:
+        import pandas as pd
+        from sklearn.model_selection import train_test_split
+
+        from mlops_assets.ml.data import LABEL, batch_at_or_before, frame_fingerprint, sorted_batches
+        from mlops_assets.ml.lineage import training_fingerprint
+
+        until = config.until or (None if spec.training.initial_until is None else str(spec.training.initial_until))
+        registered = sorted_batches(context.instance.get_dynamic_partitions(pipeline.partitions.name))
+        window = [b for b in registered if until is None or batch_at_or_before(b, until)]
+        ready = [b for b in window if lake.exists(spec.name, "features", b)]
+        missing = sorted(set(window) - set(ready))
+        if missing:
+            context.log.warning("%s: batches %s have no features yet (not validated?); left out of the window", spec.name, missing)
+        if not ready:
+            raise dg.Failure(f"{spec.name}: no batch up to {until} has features; materialize features first")
+        parts = {b: lake.read_frame(spec.name, "features", b) for b in ready}
+        parts = {b: f for b, f in parts.items() if f[LABEL].notna().any()}
+        fingerprints = {b: frame_fingerprint(f) for b, f in parts.items()}
+        data = pd.concat([f.assign(__batch__=b) for b, f in parts.items()], ignore_index=True)
+        data = data[data[LABEL].notna()].reset_index(drop=True)
+        if data[LABEL].nunique() < 2:
+            raise dg.Failure(f"{spec.name}: the training window {list(parts)} holds a single label class")
+        train, holdout = train_test_split(
+            data, test_size=spec.training.holdout_fraction, stratify=data[LABEL], random_state=spec.training.seed
+        )
+        manifest = {
+            "batches": list(parts),
+            "fingerprints": fingerprints,
+            "training_fingerprint": training_fingerprint(spec, fingerprints),
+            "rows": {"train": len(train), "holdout": len(holdout)},
+        }
+        lake.write_frame(spec.name, "training_dataset", train.reset_index(drop=True), "train")
+        lake.write_frame(spec.name, "training_dataset", holdout.reset_index(drop=True), "holdout")
+        lake.write_json(spec.name, "training_dataset", manifest, "manifest")
+        return dg.MaterializeResult(
+            metadata={
+                "window_until": until or "(all)",
+                "batches": table([{"batch": b, "rows": len(parts[b]), "fingerprint": fingerprints[b]} for b in parts],
+                                 ["batch", "rows", "fingerprint"]),  # fmt: skip
+                "train_rows": len(train),
+                "holdout_rows": len(holdout),
+                "positive_rate": float(data[LABEL].mean()),
+                "training_fingerprint": manifest["training_fingerprint"],
+            },
+            data_version=dg.DataVersion(manifest["training_fingerprint"]),
+        )
+
+    @dg.asset(
+        key=pipeline.key("model"),
+        group_name=pipeline.name,
+        deps=[training_dataset],
+        op_tags=op_tags,
+        kinds={"mlflow", "torch" if spec.training.model == "torch_mlp" else "scikitlearn"},
+        description=(
+            f"A `{spec.training.model}` model trained on the training set, registered in MLflow as "
+            f"`{spec.name}` with alias `challenger`.\n\n"
+            "The MLflow run holds the params, training metrics, the training data as a dataset "
+            "input, the signature and the drift reference profile; the version is tagged with the "
+            "Dagster run, the code version and the batches. Training the same data with the same "
+            "code and spec again reuses the existing version instead of adding one."
+        ),
+    )
+    def model(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
+        from mlops_assets.ml.data import LABEL
+        from mlops_assets.ml.drift import ReferenceProfile
+        from mlops_assets.ml.lineage import code_version
+        from mlops_assets.ml.trainers import build_estimator, prepare_inputs
+        from resources.registry import (
+            CHALLENGER, TAG_BATCHES, TAG_CODE_VERSION, TAG_DAGSTER_RUN, TAG_FINGERPRINT,
+        )  # fmt: skip
+
+        manifest = lake.read_json(spec.name, "training_dataset", "manifest")
+        fingerprint = manifest["training_fingerprint"]
+        existing = registry.find_by_fingerprint(spec.name, fingerprint)
+        if existing is not None:
+            registry.set_alias(spec.name, CHALLENGER, existing.version)
+            context.log.info("%s: version %s was trained on the same data and code; reused", spec.name, existing.version)
+            return _model_result(existing, reused=True, manifest=manifest)
+
+        numeric, categorical = pipeline.columns.numeric, pipeline.columns.categorical
+        train = lake.read_frame(spec.name, "training_dataset", "train")
+        inputs = prepare_inputs(train, numeric, categorical)
+        y = train[LABEL].to_numpy(dtype="int64")
+        estimator = build_estimator(
+            spec.training.model, numeric=numeric, categorical=categorical,
+            params=spec.training.params, seed=spec.training.seed,
+        )  # fmt: skip
+        context.log.info("%s: training %s on %d rows", spec.name, spec.training.model, len(train))
+        estimator.fit(inputs, y)
+
+        from sklearn.metrics import roc_auc_score
+
+        train_auc = float(roc_auc_score(y, estimator.predict_proba(inputs)[:, 1]))
+        profile = ReferenceProfile.build(
+            train, numerical=numeric, categorical=[*categorical, *spec.sensitive_features], seed=spec.training.seed
+        )
+        suite = lake.read_bytes(spec.name, "validation_suite", ext="json")
+        tags = {
+            TAG_FINGERPRINT: fingerprint,
+            TAG_DAGSTER_RUN: context.run_id,
+            TAG_CODE_VERSION: code_version(),
+            TAG_BATCHES: ",".join(manifest["batches"]),
+        }
+        registered = registry.log_and_register(
+            name=spec.name,
+            experiment=spec.name,
+            model=estimator,
+            family=spec.training.model,
+            params={"family": spec.training.model, "seed": spec.training.seed, **spec.training.params},
+            metrics={"train_roc_auc": train_auc, "train_rows": float(len(train))},
+            train_inputs=inputs,
+            training_frame=train,
+            label_column=LABEL,
+            tags=tags,
+            extra_artifacts={
+                "reference_profile.bin": profile.to_bytes(),
+                "validation_suite.json": suite,
+                "training_manifest.json": lake.read_bytes(spec.name, "training_dataset", "manifest", "json"),
+            },
+        )
+        registry.set_alias(spec.name, CHALLENGER, registered.version)
+        return _model_result(registered, reused=False, manifest=manifest, train_auc=train_auc)
+
+    return [training_dataset, model]
+
+
+def _model_result(registered: "RegisteredModel", *, reused: bool, manifest: dict, train_auc: float | None = None) -> dg.MaterializeResult:
+    metadata: dict[str, object] = {
+        "version": registered.version,
+        "model_uri": registered.uri,
+        "mlflow_run_id": registered.run_id,
+        "reused_existing_version": reused,
+        "training_batches": dg.MetadataValue.json(manifest["batches"]),
+        "training_fingerprint": manifest["training_fingerprint"],
+    }
+    if train_auc is not None:
+        metadata["train_roc_auc"] = train_auc
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(f"v{registered.version}"))

@@ -1,0 +1,142 @@
+"""Validation: a Great Expectations suite learned from the first training data, run on every batch.
+
+Each expectation is its own blocking asset check on ``validated_batch``. A batch that fails an
+error-severity expectation fails the step after its check results are recorded: nothing is
+written, so the batch's last good ``validated_batch`` (if any) stays as it was, and nothing
+downstream runs.
+"""
+
+import dagster as dg
+
+from mlops_assets.assets.common import ModelPipeline, table
+from mlops_assets.ml.validation import planned_checks
+from resources.lake import Lake
+
+
+def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
+    spec = pipeline.spec
+    until = spec.training.initial_until
+
+    @dg.asset(
+        key=pipeline.key("validation_suite"),
+        group_name=pipeline.name,
+        deps=[pipeline.key("raw_batch")],
+        kinds={"great_expectations"},
+        description=(
+            "The expectations every batch must meet, learned from the first training data "
+            f"(batches up to {until if until is not None else 'the last'}) plus the spec's own.\n\n"
+            "Numeric columns get a type, a null share and a range (the training range widened "
+            "by `validation.range_margin`); categorical columns a null share and their known "
+            "categories. Rematerialize it to re-learn the suite."
+        ),
+    )
+    def validation_suite(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
+        import pandas as pd
+
+        from mlops_assets.ml.data import batch_at_or_before, sorted_batches
+        from mlops_assets.ml.validation import infer_suite
+
+        registered = context.instance.get_dynamic_partitions(pipeline.partitions.name)
+        window = [b for b in sorted_batches(registered) if until is None or batch_at_or_before(b, until)]
+        if not window:
+            raise dg.Failure(f"{spec.name}: no batch up to {until} is registered; materialize source_batches first")
+        missing = [b for b in window if not lake.exists(spec.name, "raw_batch", b)]
+        if missing:
+            raise dg.Failure(f"{spec.name}: raw_batch is not materialized for batches {missing}; materialize them first")
+        reference = pd.concat([lake.read_frame(spec.name, "raw_batch", b) for b in window], ignore_index=True)
+        suite = infer_suite(spec, pipeline.columns, reference)
+        lake.write_bytes(spec.name, "validation_suite", suite.to_json().encode(), ext="json")
+        rows = [{"check": e.check, "expectation": e.type, "severity": e.severity,
+                 "kwargs": {k: v for k, v in e.kwargs.items() if k != "column"}} for e in suite.expectations]  # fmt: skip
+        return dg.MaterializeResult(
+            metadata={
+                "learned_from_batches": dg.MetadataValue.json(window),
+                "learned_from_rows": len(reference),
+                "expectations": table(rows, ["check", "expectation", "severity", "kwargs"]),
+            }
+        )
+
+    check_specs = [
+        dg.AssetCheckSpec(
+            name=name,
+            asset=pipeline.key("validated_batch"),
+            description=description,
+            blocking=severity == "error",
+        )
+        for name, description, severity in planned_checks(spec, pipeline.columns)
+    ]
+
+    @dg.asset(
+        key=pipeline.key("validated_batch"),
+        group_name=pipeline.name,
+        partitions_def=pipeline.partitions,
+        deps=[pipeline.key("raw_batch"), validation_suite],
+        check_specs=check_specs,
+        kinds={"great_expectations", "parquet"},
+        description=(
+            "A batch that met every error-severity expectation of the validation suite.\n\n"
+            "Each expectation is an asset check of this asset. A failed batch is not written and "
+            "blocks everything downstream; its failure names the column and the row count."
+        ),
+    )
+    def validated_batch(context: dg.AssetExecutionContext, lake: Lake):  # noqa: ANN202 - a generator of events
+        from mlops_assets.ml.validation import Suite, validate
+
+        batch = context.partition_key
+        frame = lake.read_frame(spec.name, "raw_batch", batch)
+        suite = Suite.from_json(lake.read_bytes(spec.name, "validation_suite", ext="json").decode())
+        outcomes = validate(frame, suite, batch=batch)
+        for outcome in outcomes:
+            yield dg.AssetCheckResult(
+                check_name=outcome.expectation.check,
+                passed=outcome.success,
+                severity=(
+                    dg.AssetCheckSeverity.ERROR
+                    if outcome.expectation.severity == "error"
+                    else dg.AssetCheckSeverity.WARN
+                ),
+                description=outcome.message,
+                metadata={
+                    "expectation": outcome.expectation.type,
+                    "unexpected_count": outcome.unexpected_count if outcome.unexpected_count is not None else -1,
+                    "rows": outcome.element_count if outcome.element_count is not None else len(frame),
+                    "observed": _observed_metadata(outcome.observed),
+                },
+            )
+        blocking = [o for o in outcomes if o.blocking_failure]
+        if blocking:
+            raise dg.Failure(
+                description=f"{spec.name} batch {batch} failed validation; nothing was written:\n"
+                + "\n".join(f"- {o.message}" for o in blocking),
+                metadata={"failed_checks": dg.MetadataValue.json([o.expectation.check for o in blocking])},
+            )
+        warnings = [o.message for o in outcomes if not o.success]
+        for message in warnings:
+            context.log.warning("%s", message)
+        lake.write_frame(spec.name, "validated_batch", frame, batch)
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(frame),
+                "expectations_passed": sum(o.success for o in outcomes),
+                "expectations_total": len(outcomes),
+                "path": dg.MetadataValue.path(lake.uri(spec.name, "validated_batch", batch)),
+            }
+        )
+
+    return [validation_suite, validated_batch]
+
+
+def _observed_metadata(value: object) -> dg.MetadataValue:
+    if isinstance(value, list | tuple | dict):
+        return dg.MetadataValue.json(_jsonable(value))
+    return dg.MetadataValue.text("" if value is None else str(value))
+
+
+def _jsonable(value: object) -> object:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)

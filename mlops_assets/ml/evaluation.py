@@ -1,0 +1,160 @@
+"""Holdout metrics and fairness by sensitive group.
+
+A metric that is undefined on the data (ROC AUC on a single-class batch) is reported as None with
+the reason, never as a sentinel number that a gate could mistake for a score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+DECISION_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class GroupFairness:
+    """Fairness of predictions across the groups of one sensitive feature."""
+
+    feature: str
+    demographic_parity_difference: float
+    equalized_odds_difference: float | None
+    by_group: dict[str, dict[str, float | None]]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of one model on one labelled data set."""
+
+    metrics: dict[str, float | None]
+    rows: int
+    positive_rate: float
+    predicted_positive_rate: float
+    fairness: list[GroupFairness] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def worst(self, gap: str) -> float | None:
+        """The largest gap of one kind over all sensitive features (None when none is defined)."""
+        values = [getattr(f, gap) for f in self.fairness if getattr(f, gap) is not None]
+        return max(values) if values else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        fairness = [GroupFairness(**f) for f in data.get("fairness", [])]
+        return cls(**{**data, "fairness": fairness})
+
+
+def calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the row-weighted gap between mean score and positive rate
+    over equal-width score bins."""
+    import numpy as np
+
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(proba, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            total += mask.sum() * abs(proba[mask].mean() - y[mask].mean())
+    return float(total / len(y))
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray) -> tuple[dict[str, float | None], list[str]]:
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+    import numpy as np
+
+    predicted = (proba >= DECISION_THRESHOLD).astype(int)
+    notes: list[str] = []
+    metrics: dict[str, float | None] = {
+        "accuracy": float(accuracy_score(y, predicted)),
+        "f1": float(f1_score(y, predicted, zero_division=0)),
+        "log_loss": float(log_loss(y, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "calibration_error": calibration_error(y, proba),
+        "brier": float(np.mean((proba - y) ** 2)),
+    }
+    if len(np.unique(y)) == 2:
+        metrics["roc_auc"] = float(roc_auc_score(y, proba))
+    else:
+        metrics["roc_auc"] = None
+        notes.append("roc_auc is undefined: the labels hold a single class")
+    return metrics, notes
+
+
+def group_fairness(y: np.ndarray, predicted: np.ndarray, groups: pd.Series) -> GroupFairness:
+    """fairlearn's MetricFrame by group, with demographic parity and equalized odds differences."""
+    import numpy as np
+    from fairlearn.metrics import (
+        MetricFrame,
+        demographic_parity_difference,
+        equalized_odds_difference,
+        selection_rate,
+        true_positive_rate,
+        false_positive_rate,
+    )
+    from sklearn.metrics import accuracy_score
+
+    groups = groups.astype(str).where(groups.notna(), "missing")
+    frame = MetricFrame(
+        metrics={
+            "count": lambda yt, yp: len(yt),
+            "accuracy": accuracy_score,
+            "selection_rate": selection_rate,
+            "true_positive_rate": true_positive_rate,
+            "false_positive_rate": false_positive_rate,
+        },
+        y_true=y,
+        y_pred=predicted,
+        sensitive_features=groups,
+    )
+    by_group = {
+        str(group): {k: (None if v is None or np.isnan(v) else float(v)) for k, v in row.items()}
+        for group, row in frame.by_group.to_dict(orient="index").items()
+    }
+    both_classes_everywhere = all(
+        len(np.unique(y[(groups == g).to_numpy()])) == 2 for g in groups.unique()
+    )
+    return GroupFairness(
+        feature=str(groups.name),
+        demographic_parity_difference=float(
+            demographic_parity_difference(y, predicted, sensitive_features=groups)
+        ),
+        equalized_odds_difference=(
+            float(equalized_odds_difference(y, predicted, sensitive_features=groups))
+            if both_classes_everywhere
+            else None
+        ),
+        by_group=by_group,
+    )
+
+
+def evaluate(y: np.ndarray, proba: np.ndarray, sensitive: pd.DataFrame) -> Evaluation:
+    """Metrics and per-group fairness of positive-class scores ``proba`` against labels ``y``.
+
+    Raises:
+        ValueError: no rows, or labels and scores of different lengths.
+    """
+    import numpy as np
+
+    y = np.asarray(y, dtype=int)
+    proba = np.asarray(proba, dtype=float)
+    if len(y) == 0 or len(y) != len(proba):
+        raise ValueError(f"evaluation needs labelled rows: got {len(y)} labels and {len(proba)} scores")
+    metrics, notes = classification_metrics(y, proba)
+    predicted = (proba >= DECISION_THRESHOLD).astype(int)
+    fairness = [group_fairness(y, predicted, sensitive[c].reset_index(drop=True)) for c in sensitive.columns]
+    return Evaluation(
+        metrics=metrics,
+        rows=int(len(y)),
+        positive_rate=float(y.mean()),
+        predicted_positive_rate=float(predicted.mean()),
+        fairness=fairness,
+        notes=notes,
+    )

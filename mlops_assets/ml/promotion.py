@@ -1,0 +1,117 @@
+"""The blessing: whether a candidate may replace the champion, as data.
+
+``decide`` is a pure function of the two evaluations (on the same holdout) and the spec's gates.
+Its result records every gate with the value, the limit and the margin, so a rejected candidate
+says which gate failed by how much.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mlops_assets.ml.evaluation import Evaluation
+from mlops_assets.spec import METRICS, GatesSpec
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    value: float | None
+    limit: float
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    candidate_version: str
+    champion_version: str | None
+    gates: list[GateResult] = field(default_factory=list)
+    deltas: dict[str, float | None] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def failed_gates(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _floor_gate(metric: str, value: float | None, limit: float) -> GateResult:
+    higher_is_better = METRICS[metric]
+    if value is None:
+        return GateResult(f"min_{metric}", None, limit, False, f"{metric} is undefined on the holdout")
+    passed = value >= limit if higher_is_better else value <= limit
+    relation = ">=" if higher_is_better else "<="
+    return GateResult(
+        f"min_{metric}", value, limit, passed,
+        f"{metric} {value:.4f} {'meets' if passed else 'misses'} {relation} {limit:.4f} "
+        f"by {abs(value - limit):.4f}",
+    )  # fmt: skip
+
+
+def _regression_gate(metric: str, cand: float | None, champ: float | None, allowed: float) -> GateResult:
+    if cand is None or champ is None:
+        return GateResult(f"max_regression_{metric}", None, allowed, False, f"{metric} undefined")
+    loss = (champ - cand) if METRICS[metric] else (cand - champ)
+    passed = loss <= allowed
+    return GateResult(
+        f"max_regression_{metric}", loss, allowed, passed,
+        f"{metric} {cand:.4f} vs champion {champ:.4f}: "
+        + (f"loses {loss:.4f}" if loss > 0 else f"gains {-loss:.4f}")
+        + f" (allowed loss {allowed:.4f})",
+    )  # fmt: skip
+
+
+def _fairness_gate(name: str, gap: float | None, limit: float | None) -> GateResult | None:
+    if limit is None:
+        return None
+    if gap is None:
+        return GateResult(f"max_{name}", None, limit, True, f"{name} undefined (no sensitive groups)")
+    passed = gap <= limit
+    return GateResult(
+        f"max_{name}", gap, limit, passed,
+        f"{name} {gap:.4f} {'within' if passed else 'exceeds'} limit {limit:.4f}",
+    )  # fmt: skip
+
+
+def decide(
+    *,
+    candidate_version: str,
+    candidate: Evaluation,
+    champion_version: str | None,
+    champion: Evaluation | None,
+    gates: GatesSpec,
+) -> Decision:
+    """Blesses the candidate when every absolute gate passes and, against a champion, every
+    regression gate passes too. A first model needs only the absolute gates."""
+    if champion_version == candidate_version:
+        return Decision(False, candidate_version, champion_version, reasons=["candidate is already champion"])
+    results = [_floor_gate(m, candidate.metrics.get(m), limit) for m, limit in gates.min_metrics.items()]
+    for name, limit in (
+        ("demographic_parity_difference", gates.max_demographic_parity_difference),
+        ("equalized_odds_difference", gates.max_equalized_odds_difference),
+    ):
+        gate = _fairness_gate(name, candidate.worst(name), limit)
+        if gate is not None:
+            results.append(gate)
+    deltas: dict[str, float | None] = {}
+    if champion is not None:
+        for metric in METRICS:
+            c, b = candidate.metrics.get(metric), champion.metrics.get(metric)
+            deltas[metric] = None if c is None or b is None else c - b
+        results += [
+            _regression_gate(m, candidate.metrics.get(m), champion.metrics.get(m), allowed)
+            for m, allowed in gates.max_regression.items()
+        ]
+    failed = [g for g in results if not g.passed]
+    if failed:
+        reasons = [f"gate {g.gate} failed: {g.detail}" for g in failed]
+    elif champion_version is None:
+        reasons = ["first model: every absolute gate passed"]
+    else:
+        reasons = [f"every gate passed against champion version {champion_version}"]
+    return Decision(not failed, candidate_version, champion_version, results, deltas, reasons)

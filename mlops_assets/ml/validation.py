@@ -1,0 +1,247 @@
+"""Batch validation with Great Expectations 1.x.
+
+The suite has two parts: expectations inferred from the first training data (columns present,
+numeric types, null shares, value ranges, known categories, a non-empty batch) and the spec's own.
+Every expectation carries a stable check name derived from the spec alone, so the Dagster asset
+can declare one asset check per expectation before any data is read (``planned_checks``), and the
+values the suite learns from data (bounds, category sets, null shares) are filled in later
+(``infer_suite``).
+
+The suite is plain JSON (``Suite.to_json``) so it is stored beside the lake and diffable; Great
+Expectations is imported only inside ``validate``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from mlops_assets.ml.data import ResolvedColumns
+from mlops_assets.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Severity = Literal["error", "warn"]
+
+NUMERIC_TYPES = [
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "Int8", "Int16", "Int32", "Int64", "Float32", "Float64",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One GE expectation, named for the property it asserts (the asset check's name)."""
+
+    check: str
+    type: str
+    kwargs: dict[str, Any]
+    severity: Severity = "error"
+    column: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Suite:
+    expectations: list[Expectation] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps([asdict(e) for e in self.expectations], indent=1, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> Suite:
+        return cls([Expectation(**e) for e in json.loads(text)])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one expectation on one batch."""
+
+    expectation: Expectation
+    success: bool
+    unexpected_count: int | None
+    element_count: int | None
+    observed: Any
+    message: str
+
+    @property
+    def blocking_failure(self) -> bool:
+        return not self.success and self.expectation.severity == "error"
+
+
+def planned_checks(spec: PipelineSpec, columns: ResolvedColumns) -> list[tuple[str, str, Severity]]:
+    """(check name, description, severity) of every expectation the suite will hold."""
+    return [(e.check, e.description, e.severity) for e in _skeleton(spec, columns)]
+
+
+def _skeleton(spec: PipelineSpec, columns: ResolvedColumns) -> list[Expectation]:
+    """The suite with placeholder kwargs: names, types and columns only."""
+    out = [
+        Expectation(
+            "batch_not_empty", "ExpectTableRowCountToBeBetween", {"min_value": 1},
+            description="The batch has at least one row.",
+        )
+    ]  # fmt: skip
+    categorical = [*columns.categorical, *spec.sensitive_features]
+    for column in [*columns.numeric, *categorical]:
+        out.append(
+            Expectation(
+                f"{column}_present", "ExpectColumnToExist", {"column": column}, column=column,
+                description=f"Column {column} is in the batch.",
+            )
+        )  # fmt: skip
+    for column in columns.numeric:
+        out += [
+            Expectation(
+                f"{column}_numeric", "ExpectColumnValuesToBeInTypeList",
+                {"column": column, "type_list": NUMERIC_TYPES}, column=column,
+                description=f"Column {column} holds numbers.",
+            ),
+            Expectation(
+                f"{column}_not_null", "ExpectColumnValuesToNotBeNull", {"column": column}, column=column,
+                description=f"Column {column} is no more often null than in training (plus a margin).",
+            ),
+            Expectation(
+                f"{column}_in_range", "ExpectColumnValuesToBeBetween", {"column": column}, column=column,
+                description=f"Column {column} stays within the training range (widened by a margin).",
+            ),
+        ]  # fmt: skip
+    for column in categorical:
+        out += [
+            Expectation(
+                f"{column}_not_null", "ExpectColumnValuesToNotBeNull", {"column": column}, column=column,
+                description=f"Column {column} is no more often null than in training (plus a margin).",
+            ),
+            Expectation(
+                f"{column}_known_categories", "ExpectColumnValuesToBeInSet", {"column": column},
+                column=column, description=f"Column {column} holds categories seen in training.",
+            ),
+        ]  # fmt: skip
+    for own in spec.validation.expectations:
+        out.append(
+            Expectation(
+                own.name, own.type, dict(own.kwargs), own.severity, own.kwargs.get("column"),
+                description=f"From the spec: {own.type}.",
+            )
+        )  # fmt: skip
+    return out
+
+
+def infer_suite(spec: PipelineSpec, columns: ResolvedColumns, reference: pd.DataFrame) -> Suite:
+    """Fills the skeleton's bounds, category sets and null shares from the first training data."""
+    policy = spec.validation
+    filled: list[Expectation] = []
+    for e in _skeleton(spec, columns):
+        kwargs = dict(e.kwargs)
+        column = e.column
+        if e.check.endswith("_not_null") and column is not None:
+            null_share = float(reference[column].isna().mean())
+            kwargs["mostly"] = round(max(0.0, 1.0 - null_share - policy.null_margin), 6)
+        elif e.check.endswith("_in_range") and column is not None:
+            values = reference[column].dropna()
+            low, high = float(values.min()), float(values.max())
+            margin = (high - low) * policy.range_margin
+            kwargs.update(
+                min_value=low - margin, max_value=high + margin, mostly=1.0 - policy.out_of_range_tolerance
+            )
+        elif e.check.endswith("_known_categories") and column is not None:
+            kwargs.update(
+                value_set=sorted(reference[column].dropna().astype(str).unique().tolist()),
+                mostly=1.0 - policy.unseen_category_tolerance,
+            )
+        filled.append(Expectation(e.check, e.type, kwargs, e.severity, column, e.description))
+    return Suite(filled)
+
+
+def _gx_expectation(e: Expectation) -> Any:
+    import great_expectations.expectations as gxe
+
+    try:
+        cls = getattr(gxe, e.type)
+    except AttributeError as err:
+        raise ValueError(f"expectation {e.check!r}: unknown Great Expectations type {e.type!r}") from err
+    return cls(**e.kwargs, meta={"check": e.check})
+
+
+def validate(frame: pd.DataFrame, suite: Suite, *, batch: str) -> list[Outcome]:
+    """Runs the suite on one batch with an ephemeral GE context; one outcome per expectation.
+
+    Categorical columns are compared as strings, as the suite learned them.
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    frame = _as_validated_types(frame, suite)
+    context = gx.get_context(mode="ephemeral")
+    # Progress bars would flood the Dagster run log with one line per metric.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_def = (
+        context.data_sources.add_pandas(name="batches")
+        .add_dataframe_asset(name="batch")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    gx_suite = gx.ExpectationSuite(name="suite")
+    by_check = {e.check: e for e in suite.expectations}
+    present = set(frame.columns)
+    skipped: list[Outcome] = []
+    for e in suite.expectations:
+        if e.column is not None and e.column not in present and e.type != "ExpectColumnToExist":
+            message = f"batch {batch}, column {e.column!r}: {e.check} could not run: the column is missing"
+            skipped.append(Outcome(e, False, None, len(frame), None, message))
+            continue
+        gx_suite.add_expectation(_gx_expectation(e))
+    result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
+        gx_suite, result_format="SUMMARY"
+    )
+    outcomes = []
+    for r in result.results:
+        e = by_check[r.expectation_config.meta["check"]]
+        res = r.result or {}
+        outcomes.append(
+            Outcome(
+                expectation=e,
+                success=bool(r.success),
+                unexpected_count=res.get("unexpected_count"),
+                element_count=res.get("element_count"),
+                observed=_observed(res),
+                message=_message(e, bool(r.success), res, batch, r.exception_info),
+            )
+        )
+    return sorted(outcomes + skipped, key=lambda o: list(by_check).index(o.expectation.check))
+
+
+def _as_validated_types(frame: pd.DataFrame, suite: Suite) -> pd.DataFrame:
+    in_set = {e.column for e in suite.expectations if e.type == "ExpectColumnValuesToBeInSet"}
+    converted = frame.copy(deep=False)
+    for column in in_set & set(frame.columns):
+        values = frame[column]
+        converted[column] = values.astype(str).where(values.notna(), None)
+    return converted
+
+
+def _observed(res: dict[str, Any]) -> Any:
+    if "observed_value" in res:
+        return res["observed_value"]
+    if "partial_unexpected_list" in res:
+        return res["partial_unexpected_list"][:5]
+    return None
+
+
+def _message(e: Expectation, success: bool, res: dict[str, Any], batch: str, exc: Any) -> str:
+    where = f"batch {batch}" + (f", column {e.column!r}" if e.column else "")
+    if success:
+        return f"{where}: {e.check} passed"
+    if exc and getattr(exc, "get", None) and exc.get("raised_exception"):
+        return f"{where}: {e.check} could not run: {exc.get('exception_message')}"
+    count, total = res.get("unexpected_count"), res.get("element_count")
+    if count is not None and total:
+        share = count / total if total else math.nan
+        examples = res.get("partial_unexpected_list", [])[:3]
+        return (
+            f"{where}: {e.check} failed: {count} of {total} rows ({share:.1%}) unexpected"
+            + (f", e.g. {examples}" if examples else "")
+        )
+    return f"{where}: {e.check} failed (observed {res.get('observed_value')!r})"

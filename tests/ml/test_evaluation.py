@@ -1,0 +1,43 @@
+"""Metrics and fairness against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets.ml.evaluation import calibration_error, evaluate
+
+
+def test_perfectly_calibrated_scores_have_no_calibration_error() -> None:
+    y = np.array([0, 1, 0, 1] * 25)
+    proba = np.full(100, 0.5)
+    assert calibration_error(y, proba) == pytest.approx(0.0)
+    assert calibration_error(y, np.full(100, 0.9)) == pytest.approx(0.4)
+
+
+def test_metrics_and_group_gaps() -> None:
+    y = np.array([1, 1, 0, 0, 1, 1, 0, 0])
+    proba = np.array([0.9, 0.8, 0.7, 0.1, 0.9, 0.2, 0.1, 0.1])
+    groups = pd.DataFrame({"gender": ["m", "m", "m", "m", "f", "f", "f", "f"]})
+    result = evaluate(y, proba, groups)
+    assert result.metrics["accuracy"] == pytest.approx(6 / 8)
+    # 15 of the 16 (positive, negative) pairs are ranked right: only 0.2 < 0.7 is not
+    assert result.metrics["roc_auc"] == pytest.approx(15 / 16)
+    (gender,) = result.fairness
+    # selection rates: m 3/4, f 1/4
+    assert gender.demographic_parity_difference == pytest.approx(0.5)
+    # TPR m 1.0 vs f 0.5; FPR m 0.5 vs f 0.0 -> worst 0.5
+    assert gender.equalized_odds_difference == pytest.approx(0.5)
+    assert gender.by_group["f"]["count"] == 4
+
+
+def test_auc_is_none_not_a_sentinel_on_one_class() -> None:
+    result = evaluate(np.ones(5), np.linspace(0.1, 0.9, 5), pd.DataFrame({"g": list("aabbb")}))
+    assert result.metrics["roc_auc"] is None
+    assert "single class" in result.notes[0]
+
+
+def test_empty_input_is_an_error() -> None:
+    with pytest.raises(ValueError, match="needs labelled rows"):
+        evaluate(np.array([]), np.array([]), pd.DataFrame({"g": []}))

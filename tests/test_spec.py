@@ -1,0 +1,87 @@
+"""A bad spec fails before any run, naming the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops_assets.preflight import resolve
+from mlops_assets.spec import SpecError, load_specs
+from tests.conftest import gss_spec
+
+
+def test_shipped_spec_loads_and_fits_its_data() -> None:
+    (spec,) = load_specs()
+    assert spec.name == "gss_wages"
+    pipeline = resolve(spec, cache_dir=None)
+    assert pipeline.columns.numeric == ["age", "prestg10", "childs"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "fragment"),
+    [
+        ({"trainig": {}}, "trainig", "unknown key"),
+        ({"training": {"seed": "abc"}}, "training.seed", "valid integer"),
+        ({"training": {"model": "xgboost"}}, "training.model", "sklearn_hgb"),
+        ({"label": {"column": "realrinc"}}, "label", "exactly one of label.threshold or label.positive_value"),
+        ({"gates": {"min_metrics": {"auc": 0.7}}}, "gates", "unknown metric"),
+        ({"name": "Bad Name"}, "name", "lower_snake_case"),
+        ({"sensitive_features": ["age"]}, "column 'age'", "in both features.numeric and sensitive_features"),
+        ({"drift": {"drift_share": 1.5}}, "drift.drift_share", "less than or equal to 1"),
+    ],
+)
+def test_structural_errors_name_file_and_field(
+    gss_slice: Path, write_spec, change: dict, field: str, fragment: str
+) -> None:
+    path = write_spec(gss_spec(gss_slice, **change))
+    with pytest.raises(SpecError) as e:
+        load_specs(path)
+    assert f"{path}: {field}" in str(e.value)
+    assert fragment in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "fragment"),
+    [
+        ({"features": {"numeric": ["age", "salary"], "categorical": []}}, "features.numeric", "'salary' is not in the data"),
+        ({"features": {"numeric": ["age", "occrecode"], "categorical": []}}, "features.numeric", "not numeric"),
+        ({"label": {"column": "realrinc", "threshold": 10_000_000}}, "label", "yields only class 0"),
+        ({"sensitive_features": ["race"]}, "sensitive_features", "'race' is not in the data"),
+    ],
+)
+def test_data_errors_name_file_and_field(gss_slice: Path, write_spec, change: dict, field: str, fragment: str) -> None:
+    path = write_spec(gss_spec(gss_slice, **change))
+    (spec,) = load_specs(path)
+    with pytest.raises(SpecError) as e:
+        resolve(spec, cache_dir=None)
+    assert f"{path}: {field}" in str(e.value)
+    assert fragment in str(e.value)
+
+
+def test_features_are_inferred_when_omitted(gss_slice: Path, write_spec) -> None:
+    spec_data = gss_spec(gss_slice)
+    del spec_data["features"]
+    (spec,) = load_specs(write_spec(spec_data))
+    columns = resolve(spec, cache_dir=None).columns
+    assert {"age", "prestg10", "childs", "rownames", "occ10"} == set(columns.numeric)
+    assert {"occrecode", "wrkstat", "educcat", "maritalcat"} == set(columns.categorical)
+
+
+def test_resolution_is_cached_per_source_signature(gss_slice: Path, write_spec, tmp_path: Path) -> None:
+    (spec,) = load_specs(write_spec(gss_spec(gss_slice)))
+    resolve(spec, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("spec-*.json"))) == 1
+    gss_slice.write_bytes(gss_slice.read_bytes())  # same content, new mtime: a new signature
+    import os
+
+    os.utime(gss_slice, (1, 1))
+    resolve(spec, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("spec-*.json"))) == 2
+
+
+def test_two_specs_with_one_name_are_rejected(gss_slice: Path, write_spec) -> None:
+    write_spec(gss_spec(gss_slice), "a.yaml")
+    second = write_spec(gss_spec(gss_slice), "b.yaml")
+    with pytest.raises(SpecError, match=f"{second}: name: 'gss_slice' is already used"):
+        load_specs(second.parent)
