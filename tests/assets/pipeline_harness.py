@@ -1,0 +1,73 @@
+"""Materializes a pipeline in-process with real resources on tmp_path: the lake on disk and
+MLflow on a SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+
+from mlops_assets.definitions import build_definitions
+from resources.settings import Settings
+
+
+class Harness:
+    def __init__(self, home: Path, pipelines: Path, name: str) -> None:
+        self.settings = Settings.from_env({"MLOPS_HOME": str(home), "MLOPS_PIPELINES": str(pipelines)})
+        self.defs = build_definitions(self.settings)
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.name = name
+        self.resources = self.defs.resources
+
+    def key(self, noun: str) -> dg.AssetKey:
+        return dg.AssetKey([self.name, noun])
+
+    def materialize(
+        self, nouns: Sequence[str], partition: str | None = None, run_config: dict | None = None
+    ) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            self.defs.assets,
+            instance=self.instance,
+            selection=[self.key(n) for n in nouns],
+            partition_key=partition,
+            resources=self.resources,
+            run_config=run_config,
+            raise_on_error=False,
+        )
+
+    def batches(self) -> list[str]:
+        return self.instance.get_dynamic_partitions(f"{self.name}_batches")
+
+    def failure_message(self, result: dg.ExecuteInProcessResult) -> str:
+        return "\n".join(
+            e.step_failure_data.error.message for e in result.all_events if e.is_step_failure and e.step_failure_data.error
+        )
+
+    def metadata(self, noun: str, partition: str | None = None) -> dict:
+        event = self.instance.get_latest_materialization_event(self.key(noun))
+        if partition is not None:
+            records = self.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=self.key(noun), asset_partitions=[partition]), limit=1
+            ).records
+            event = records[0].event_log_entry if records else None
+        assert event is not None, f"{noun} {partition} was never materialized"
+        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+    def check_results(self, result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+        return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+    def history(self, until: str) -> None:
+        """Everything up to the first champion, asserting each step succeeds."""
+        from mlops_assets.ml.data import batch_at_or_before
+
+        assert self.materialize(["source_batches"]).success
+        history = [b for b in self.batches() if batch_at_or_before(b, until)]
+        for b in history:
+            assert self.materialize(["raw_batch"], b).success
+        assert self.materialize(["validation_suite"]).success
+        for b in history:
+            r = self.materialize(["validated_batch", "features"], b)
+            assert r.success, self.failure_message(r)
+        r = self.materialize(["training_dataset", "model", "evaluation", "promotion"])
+        assert r.success, self.failure_message(r)
