@@ -92,13 +92,12 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int) -> int:
     history = [b for b in batches if until is None or batch_at_or_before(b, until)]
     later = [b for b in batches if b not in history]
 
-    print(f"\n2. Ingest the history ({history[0]}-{history[-1]}, {len(history)} batches) and learn the validation suite")
-    run_steps(name, [Step(("raw_batch",), b) for b in history], env, parallel=parallel)
+    print("\n2. Learn the validation suite from the first training data")
     if not run_steps(name, [Step(("validation_suite",))], env, parallel=1)[0].ok:
         return 1
 
-    print("\n3. Validate and featurize the history")
-    run_steps(name, [Step(("validated_batch", "features"), b) for b in history], env, parallel=parallel)
+    print(f"\n3. Ingest, validate and featurize the history ({history[0]}-{history[-1]}, {len(history)} batches)")
+    run_steps(name, [Step(("raw_batch", "validated_batch", "features"), b) for b in history], env, parallel=parallel)
 
     print("\n4. Train, evaluate and decide the first champion")
     if not run_steps(name, [Step(("training_dataset", "model", "evaluation", "promotion"))], env, parallel=1)[0].ok:

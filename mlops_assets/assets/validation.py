@@ -20,37 +20,31 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     @dg.asset(
         key=pipeline.key("validation_suite"),
         group_name=pipeline.name,
-        deps=[pipeline.key("raw_batch")],
+        deps=[pipeline.key("source_batches")],
         kinds={"great_expectations"},
         description=(
             "The expectations every batch must meet, learned from the first training data "
-            f"(batches up to {until if until is not None else 'the last'}) plus the spec's own.\n\n"
+            f"(the source's batches up to {until if until is not None else 'the last'}) plus the spec's own.\n\n"
             "Numeric columns get a type, a null share and a range (the training range widened "
             "by `validation.range_margin`); categorical columns a null share and their known "
             "categories. Rematerialize it to re-learn the suite."
         ),
     )
     def validation_suite(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
-        import pandas as pd
-
-        from mlops_assets.ml.data import batch_at_or_before, sorted_batches
+        from mlops_assets.ml.data import batch_values, initial_window, read_source
         from mlops_assets.ml.validation import infer_suite
 
-        registered = context.instance.get_dynamic_partitions(pipeline.partitions.name)
-        window = [b for b in sorted_batches(registered) if until is None or batch_at_or_before(b, until)]
-        if not window:
-            raise dg.Failure(f"{spec.name}: no batch up to {until} is registered; materialize source_batches first")
-        missing = [b for b in window if not lake.exists(spec.name, "raw_batch", b)]
-        if missing:
-            raise dg.Failure(f"{spec.name}: raw_batch is not materialized for batches {missing}; materialize them first")
-        reference = pd.concat([lake.read_frame(spec.name, "raw_batch", b) for b in window], ignore_index=True)
+        reference = initial_window(spec, read_source(spec.source))
+        if reference.empty:
+            raise dg.Failure(f"{spec.name}: the source has no rows up to training.initial_until={until}")
         suite = infer_suite(spec, pipeline.columns, reference)
         lake.write_bytes(spec.name, "validation_suite", suite.to_json().encode(), ext="json")
         rows = [{"check": e.check, "expectation": e.type, "severity": e.severity,
                  "kwargs": {k: v for k, v in e.kwargs.items() if k != "column"}} for e in suite.expectations]  # fmt: skip
+        context.log.info("%s: %d expectations learned from %d rows", spec.name, len(rows), len(reference))
         return dg.MaterializeResult(
             metadata={
-                "learned_from_batches": dg.MetadataValue.json(window),
+                "learned_from_batches": dg.MetadataValue.json(batch_values(reference, spec.source.batch_column)),
                 "learned_from_rows": len(reference),
                 "expectations": table(rows, ["check", "expectation", "severity", "kwargs"]),
             }

@@ -149,12 +149,9 @@ def test_a_candidate_below_the_floor_never_becomes_champion(tmp_path: Path, gss_
     strict = gss_spec(gss_slice, gates={"min_metrics": {"roc_auc": 0.99}})
     write_spec(strict)
     h = Harness(tmp_path / "home", tmp_path / "pipelines", NAME)
-    assert h.materialize(["source_batches"]).success
+    assert h.materialize(["source_batches", "validation_suite"]).success
     for b in ("1974", "1975", "1976"):
-        assert h.materialize(["raw_batch"], b).success
-    assert h.materialize(["validation_suite"]).success
-    for b in ("1974", "1975", "1976"):
-        assert h.materialize(["validated_batch", "features"], b).success
+        assert h.materialize(["raw_batch", "validated_batch", "features"], b).success
     assert h.materialize(["training_dataset", "model", "evaluation", "promotion"]).success
     promotion = h.metadata("promotion")
     assert promotion["decision"] == "rejected"
