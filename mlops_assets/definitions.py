@@ -33,7 +33,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         # them again in a subprocess per step.
         executor = dg.in_process_executor
     return dg.Definitions.merge(
-        *(build_pipeline(p, on_kubernetes=on_kubernetes) for p in pipelines),
+        *(
+            build_pipeline(p, on_kubernetes=on_kubernetes, sensor_interval_seconds=settings.sensor_interval_seconds)
+            for p in pipelines
+        ),
         dg.Definitions(resources=build_resources(settings), executor=executor),
     )
 

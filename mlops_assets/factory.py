@@ -5,24 +5,33 @@ from __future__ import annotations
 import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline
-from mlops_assets.assets.deployment import build_deployment_assets
+from mlops_assets.assets.deployment import DRIFT_CHECK, build_deployment_assets, fairness_checks
 from mlops_assets.assets.evaluation import build_evaluation_assets
 from mlops_assets.assets.features import build_feature_assets
+from mlops_assets.assets.governance import build_governance_assets, build_rollback_job
 from mlops_assets.assets.ingestion import build_ingestion_assets
 from mlops_assets.assets.training import build_training_assets
 from mlops_assets.assets.validation import build_validation_assets
 from mlops_assets.k8s import training_op_tags
+from sensors.builders import (
+    build_check_alert_sensor,
+    build_landing_sensor,
+    build_recheck_schedule,
+    build_retrain_sensor,
+)
 
 BATCH_ASSETS = ("raw_batch", "validated_batch", "features", "predictions", "drift_report")
 RETRAIN_ASSETS = ("training_dataset", "model", "evaluation", "promotion")
 
 
-def build_pipeline(pipeline: ModelPipeline, *, on_kubernetes: bool) -> dg.Definitions:
-    """Assets keyed ``[<name>, <noun>]`` in group ``<name>``, and the jobs that sensors and people launch.
+def build_pipeline(pipeline: ModelPipeline, *, on_kubernetes: bool, sensor_interval_seconds: int = 30) -> dg.Definitions:
+    """Assets keyed ``[<name>, <noun>]`` in group ``<name>``, the jobs that sensors and people
+    launch, and the sensors and schedule that close the loop.
 
     Args:
         pipeline: the spec with its columns resolved.
         on_kubernetes: whether steps run as pods (then the training step carries its GPU config).
+        sensor_interval_seconds: the minimum interval between ticks of each sensor.
     """
     name = pipeline.name
     assets = [
@@ -32,6 +41,7 @@ def build_pipeline(pipeline: ModelPipeline, *, on_kubernetes: bool) -> dg.Defini
         *build_training_assets(pipeline, op_tags=training_op_tags(pipeline.spec.training, on_kubernetes=on_kubernetes)),
         *build_evaluation_assets(pipeline),
         *build_deployment_assets(pipeline),
+        *build_governance_assets(pipeline),
     ]
     score_batch = dg.define_asset_job(
         f"{name}_score_batch_job",
@@ -42,8 +52,42 @@ def build_pipeline(pipeline: ModelPipeline, *, on_kubernetes: bool) -> dg.Defini
     )
     retrain = dg.define_asset_job(
         f"{name}_retrain_job",
-        selection=dg.AssetSelection.assets(*(pipeline.key(a) for a in RETRAIN_ASSETS)),
+        selection=dg.AssetSelection.assets(*(pipeline.key(a) for a in (*RETRAIN_ASSETS, "model_card"))),
         tags=pipeline.tags,
         description=f"Trains a {name} candidate on the training window, evaluates it and decides its promotion.",
     )
-    return dg.Definitions(assets=assets, jobs=[score_batch, retrain])
+    recheck = dg.define_asset_job(
+        f"{name}_recheck_job",
+        selection=dg.AssetSelection.assets(pipeline.key("predictions"), pipeline.key("drift_report")),
+        partitions_def=pipeline.partitions,
+        tags=pipeline.tags,
+        description=f"Re-scores one {name} batch with the current champion and re-checks its drift and fairness.",
+    )
+    monitoring = pipeline.spec.monitoring
+    interval = sensor_interval_seconds
+    drift = [dg.AssetCheckKey(pipeline.key("drift_report"), DRIFT_CHECK)]
+    fairness = [dg.AssetCheckKey(pipeline.key("predictions"), c) for c in fairness_checks(pipeline)]
+    validation = [spec.key for spec in _check_specs(assets, pipeline.key("validated_batch"))]
+    sensors = [
+        build_landing_sensor(pipeline, job=score_batch, interval_seconds=interval),
+        build_check_alert_sensor(pipeline, checks=[*validation, *drift, *fairness], interval_seconds=interval),
+    ]
+    if monitoring.retrain_on_drift or monitoring.retrain_every:
+        sensors.append(
+            build_retrain_sensor(pipeline, trigger="drift", checks=drift, job=retrain, interval_seconds=interval,
+                                 cadence=monitoring.retrain_every is not None)  # fmt: skip
+        )
+    if fairness and monitoring.fairness_action == "retrain":
+        sensors.append(
+            build_retrain_sensor(pipeline, trigger="fairness", checks=fairness, job=retrain, interval_seconds=interval)
+        )
+    schedules = (
+        [build_recheck_schedule(pipeline, job=recheck, cron=monitoring.recheck_cron)] if monitoring.recheck_cron else []
+    )
+    return dg.Definitions(
+        assets=assets, jobs=[score_batch, retrain, recheck], sensors=sensors, schedules=schedules
+    )
+
+
+def _check_specs(assets: list[dg.AssetsDefinition], key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [spec for a in assets for spec in a.check_specs if spec.asset_key == key]

@@ -48,6 +48,11 @@ class SourceSpec(_Strict):
     format: Literal["auto", "parquet", "csv"] = Field(
         default="auto", description="File format; auto picks by file extension."
     )
+    until: BatchValue | None = Field(
+        default=None,
+        description="Batches after this value are ignored in the source: they arrive later, "
+        "through the landing folder. Omitted: every batch in the source is used.",
+    )
 
 
 class LabelSpec(_Strict):
@@ -151,6 +156,26 @@ class DriftSpec(_Strict):
     drift_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
 
 
+class MonitoringSpec(_Strict):
+    """What the sensors do about production batches."""
+
+    retrain_on_drift: bool = Field(default=True, description="A drifted batch starts a retraining run.")
+    fairness_action: Literal["retrain", "alert"] = Field(
+        default="retrain",
+        description="When the champion's predictions on a labelled batch break the fairness limits: "
+        "retrain, or only alert (unfair candidates are never promoted either way).",
+    )
+    retrain_every: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Retrain at least every N new scored batches, drift or not."
+    )
+    recheck_cron: str | None = Field(
+        default="0 3 * * *", description="When to re-check the latest batch (cron); null disables."
+    )
+    landing_settle_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=5.0, description="A landed file must be unchanged this long before it is ingested."
+    )
+
+
 class ExpectationSpec(_Strict):
     """One of the spec's own Great Expectations, e.g. ExpectColumnValuesToBeBetween."""
 
@@ -195,6 +220,7 @@ class PipelineSpec(_Strict):
     gates: GatesSpec = Field(default_factory=GatesSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     _origin: str = PrivateAttr(default="<spec>")
 

@@ -19,6 +19,8 @@ from typing import Any, Literal
 import dagster as dg
 
 from resources.lake import Lake
+from resources.alerts import ALERT_WEBHOOK_ENV, AlertSink
+from resources.landing import LandingZone
 from resources.registry import MlflowRegistry
 
 Environment = Literal["local", "prod"]
@@ -31,6 +33,8 @@ class Settings:
     env: Environment
     home: Path
     pipelines: str | None
+    alert_webhook: bool = False
+    sensor_interval_seconds: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -39,7 +43,13 @@ class Settings:
         if env not in ("local", "prod"):
             raise ValueError(f"MLOPS_ENV: expected 'local' or 'prod', got {env!r}")
         home = Path(environ.get("MLOPS_HOME", ".mlops")).expanduser().absolute()
-        return cls(env=env, home=home, pipelines=environ.get("MLOPS_PIPELINES") or None)
+        return cls(
+            env=env,
+            home=home,
+            pipelines=environ.get("MLOPS_PIPELINES") or None,
+            alert_webhook=bool(environ.get(ALERT_WEBHOOK_ENV)),
+            sensor_interval_seconds=int(environ.get("MLOPS_SENSOR_INTERVAL_SECONDS", "30")),
+        )
 
     @property
     def mlflow_uri(self) -> str:
@@ -56,8 +66,19 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         return {
             "lake": Lake(root=dg.EnvVar("MLOPS_LAKE_URI")),
             "registry": MlflowRegistry(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), artifact_root=""),
+            "landing": LandingZone(root=dg.EnvVar("MLOPS_LANDING_DIR")),
+            "alerts": _alerts(settings),
         }
     return {
         "lake": Lake(root=str(settings.home / "lake")),
         "registry": MlflowRegistry(tracking_uri=settings.mlflow_uri, artifact_root=str(settings.home / "mlartifacts")),
+        "landing": LandingZone(root=str(settings.landing_dir)),
+        "alerts": _alerts(settings),
     }
+
+
+def _alerts(settings: Settings) -> AlertSink:
+    # The URL is a secret: it stays an EnvVar, read when a sensor needs it.
+    if settings.alert_webhook:
+        return AlertSink(webhook_url=dg.EnvVar(ALERT_WEBHOOK_ENV))
+    return AlertSink()

@@ -71,3 +71,28 @@ def write_spec(tmp_path: Path):  # noqa: ANN201
         return path
 
     return write
+
+
+SLICE_YEARS = [1974, 1975, 1976, 2010, 2012]
+
+
+@pytest.fixture(scope="session")
+def scored_pipeline(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A real pipeline on three GSS years of history with a champion, and batch 2010 scored.
+
+    Built once per session (about half a minute); tests that change it restore what they change.
+    """
+    from tests.assets.pipeline_harness import Harness
+
+    root = tmp_path_factory.mktemp("pipeline")
+    source = root / "data" / "gss.parquet"
+    source.parent.mkdir()
+    frame = gss()
+    frame[frame["year"].isin(SLICE_YEARS)].to_parquet(source, index=False)
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "spec.yaml").write_text(yaml.safe_dump(gss_spec(source)))
+    h = Harness(root / "home", root / "pipelines", "gss_slice")
+    h.history("1976")
+    scored = h.materialize(["raw_batch", "validated_batch", "features", "predictions", "drift_report"], "2010")
+    assert scored.success, h.failure_message(scored)
+    return h

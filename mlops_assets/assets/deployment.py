@@ -7,6 +7,11 @@ from resources.lake import Lake
 from resources.registry import MlflowRegistry
 
 DRIFT_CHECK = "drift_within_tolerance"
+FAIRNESS_CHECKS = {
+    # check name -> (gap, spec limit attribute)
+    "parity_gap_within_limit": ("demographic_parity_difference", "max_demographic_parity_difference"),
+    "equalized_odds_within_limit": ("equalized_odds_difference", "max_equalized_odds_difference"),
+}
 
 
 def drift_columns(pipeline: ModelPipeline) -> list[str]:
@@ -14,24 +19,42 @@ def drift_columns(pipeline: ModelPipeline) -> list[str]:
     return [*pipeline.columns.numeric, *pipeline.columns.categorical, *pipeline.spec.sensitive_features]
 
 
+def fairness_checks(pipeline: ModelPipeline) -> dict[str, tuple[str, float]]:
+    """The production fairness checks the spec asks for: name -> (gap, limit)."""
+    if not pipeline.spec.sensitive_features:
+        return {}
+    limits = {name: (gap, getattr(pipeline.spec.gates, attr)) for name, (gap, attr) in FAIRNESS_CHECKS.items()}
+    return {name: (gap, limit) for name, (gap, limit) in limits.items() if limit is not None}
+
+
 def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
     spec = pipeline.spec
     sensitive = spec.sensitive_features
+    fairness = fairness_checks(pipeline)
 
     @dg.asset(
         key=pipeline.key("predictions"),
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
         deps=[pipeline.key("features"), pipeline.key("promotion")],
+        check_specs=[
+            dg.AssetCheckSpec(
+                name,
+                asset=pipeline.key("predictions"),
+                description=f"On labelled batches, the champion's {gap.replace('_', ' ')} across "
+                f"{', '.join(sensitive)} stays within {limit:g} (bias drift in production).",
+            )
+            for name, (gap, limit) in fairness.items()
+        ],
         kinds={"mlflow", "parquet"},
         description=(
             "A batch scored by the model version that is champion when the run starts; the "
             "version is stored in every row and in the metadata.\n\n"
-            "On labelled batches the metadata adds ROC AUC and the fairness gaps of the "
-            "champion's predictions in production."
+            "On labelled batches the metadata adds ROC AUC and the fairness of the champion's "
+            "predictions in production, checked against the spec's fairness limits."
         ),
     )
-    def predictions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
+    def predictions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
         import numpy as np
         import pandas as pd
 
@@ -68,16 +91,33 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "predicted_positive_rate": float(out["prediction"].mean()) if len(out) else 0.0,
         }
         labelled = out["label"].notna()
+        result = None
         if labelled.any():
             result = evaluate(out.loc[labelled, "label"].to_numpy(), scores[labelled.to_numpy()], out.loc[labelled, sensitive])
             metadata.update({f"{k}": v for k, v in result.metrics.items() if v is not None})
             for gap in ("demographic_parity_difference", "equalized_odds_difference"):
                 if result.worst(gap) is not None:
                     metadata[gap] = result.worst(gap)
-            lake.write_json(spec.name, "production_evaluation", result.to_dict(), batch)
         lake.write_frame(spec.name, "predictions", out, batch)
+        if result is not None:
+            lake.write_json(spec.name, "production_evaluation", {**result.to_dict(), "model_version": champion.version}, batch)
         context.log.info("%s batch %s scored by version %s", spec.name, batch, champion.version)
-        return dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(metadata=metadata)
+        for name, (gap, limit) in fairness.items():
+            value = result.worst(gap) if result is not None else None
+            yield dg.AssetCheckResult(
+                check_name=name,
+                passed=value is None or value <= limit,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=(
+                    f"batch {batch}: no labelled rows with both classes, not evaluated"
+                    if value is None
+                    else f"batch {batch}: {gap} {value:.3f} {'within' if value <= limit else 'exceeds'} limit {limit:g} "
+                    f"(champion version {champion.version})"
+                ),
+                metadata={"batch": batch, "gap": value if value is not None else -1.0, "limit": limit,
+                          "model_version": champion.version},  # fmt: skip
+            )
 
     columns = drift_columns(pipeline)
     check_specs = [

@@ -4,6 +4,7 @@ import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline, frame_schema, table
 from resources.lake import Lake
+from resources.landing import LandingZone
 
 
 def build_ingestion_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
@@ -51,15 +52,27 @@ def build_ingestion_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]
         kinds={"pandas", "parquet"},
         description=(
             "One batch exactly as it arrived: every column, every row.\n\n"
+            "A file in the landing folder named after the batch takes precedence over the source. "
             "Stored as Parquet in the lake with its row count, schema and a content fingerprint; "
             "the fingerprint is what later decides whether a model must be retrained."
         ),
     )
-    def raw_batch(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
-        from mlops_assets.ml.data import frame_fingerprint, read_batch
+    def raw_batch(context: dg.AssetExecutionContext, lake: Lake, landing: LandingZone) -> dg.MaterializeResult:
+        from mlops_assets.ml.data import frame_fingerprint, read_batch, read_landed_file
 
         batch = context.partition_key
-        frame = read_batch(spec.source, batch)
+        landed = landing.file_for(spec.name, batch)
+        if landed is not None:
+            try:
+                frame = read_landed_file(landed, batch=batch, batch_column=spec.source.batch_column)
+            except ValueError as e:
+                raise dg.Failure(str(e), metadata={"file": landed}) from e
+            origin = landed
+        else:
+            frame = read_batch(spec.source, batch)
+            origin = spec.source.uri
+        if frame.empty and landed is None:
+            raise dg.Failure(f"{spec.name}: batch {batch} is neither in the source nor in {landing.folder(spec.name)}")
         fingerprint = frame_fingerprint(frame)
         lake.write_frame(spec.name, "raw_batch", frame, batch)
         return dg.MaterializeResult(
@@ -67,7 +80,7 @@ def build_ingestion_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]
                 "dagster/row_count": len(frame),
                 "dagster/column_schema": frame_schema(frame),
                 "fingerprint": fingerprint,
-                "source": spec.source.uri,
+                "source": origin,
                 "path": dg.MetadataValue.path(lake.uri(spec.name, "raw_batch", batch)),
             },
             data_version=dg.DataVersion(fingerprint),

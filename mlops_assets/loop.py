@@ -1,0 +1,170 @@
+"""Drives production through the real Dagster daemon: land a batch file, follow what the sensors do.
+
+Used by ``mlops demo`` and the end-to-end test. Nothing here decides anything: the landing,
+drift and fairness sensors running in ``dagster-daemon`` start every run; this only drops files
+and reads what happened.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from mlops_assets.spec import PipelineSpec
+from resources.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+class LoopTimeout(RuntimeError):
+    """The daemon did not do what was expected in time."""
+
+
+class ClosedLoop:
+    """A running ``dagster-daemon`` on the settings' MLOPS_HOME, stopped on exit."""
+
+    def __init__(self, spec: PipelineSpec, settings: Settings, env: dict[str, str], *, timeout: float = 600) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.env = env
+        self.timeout = timeout
+        self.log_path = settings.home / "logs" / "daemon.log"
+        self.landing = settings.landing_dir / spec.name
+        self._daemon: subprocess.Popen[bytes] | None = None
+        self._instance: dg.DagsterInstance | None = None
+
+    def __enter__(self) -> ClosedLoop:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.landing.mkdir(parents=True, exist_ok=True)
+        daemon = Path(sys.executable).parent / "dagster-daemon"
+        with self.log_path.open("ab") as log:
+            # Its own process group, so stopping it also stops the code server it spawns.
+            self._daemon = subprocess.Popen(
+                [str(daemon), "run", "-m", "mlops_assets.definitions"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self._instance = dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"])
+        print(f"  dagster-daemon started (pid {self._daemon.pid}, log {self.log_path})", flush=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._daemon is not None and self._daemon.poll() is None:
+            os.killpg(self._daemon.pid, signal.SIGTERM)
+            try:
+                self._daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._daemon.pid, signal.SIGKILL)
+                self._daemon.wait()
+            print("  dagster-daemon stopped", flush=True)
+        if self._instance is not None:
+            self._instance.dispose()
+
+    @property
+    def instance(self) -> dg.DagsterInstance:
+        assert self._instance is not None, "use ClosedLoop as a context manager"
+        return self._instance
+
+    def land(self, batch: str, frame: pd.DataFrame) -> Path:
+        """Writes the batch under a hidden name and renames it, so the sensor never sees half a file."""
+        final = self.landing / f"{batch}.parquet"
+        staging = self.landing / f".{batch}.parquet.tmp"
+        frame.to_parquet(staging, index=False)
+        staging.replace(final)
+        return final
+
+    def wait_for_run(self, tags: dict[str, str], *, appear_within: float) -> dg.DagsterRun | None:
+        """The run carrying ``tags`` once it has finished; None if none appears in time."""
+        deadline = time.monotonic() + appear_within
+        run = None
+        while run is None:
+            self._check_daemon()
+            records = self.instance.get_run_records(dg.RunsFilter(tags=tags), limit=1)
+            run = records[0].dagster_run if records else None
+            if run is None:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(1)
+        finish_by = time.monotonic() + self.timeout
+        while run.status not in FINISHED:
+            self._check_daemon()
+            if time.monotonic() > finish_by:
+                raise LoopTimeout(f"run {run.run_id} ({tags}) did not finish within {self.timeout:.0f}s")
+            time.sleep(1)
+            run = self.instance.get_run_by_id(run.run_id)
+            assert run is not None
+        return run
+
+    def _check_daemon(self) -> None:
+        if self._daemon is not None and self._daemon.poll() is not None:
+            raise LoopTimeout(f"dagster-daemon exited with {self._daemon.returncode}; see {self.log_path}")
+
+    def land_and_follow(self, batch: str, frame: pd.DataFrame) -> dict[str, Any]:
+        """Lands one batch and waits for its scoring run and any retrain the sensors start."""
+        from resources.settings import build_resources
+
+        name = self.spec.name
+        started = time.monotonic()
+        self.land(batch, frame)
+        model_tags = {"mlops/model": name, "mlops/batch": batch}
+        scored = self.wait_for_run({**model_tags, "mlops/trigger": "landing"}, appear_within=self.timeout)
+        row: dict[str, Any] = {"batch": batch, "scored": False, "error": "", "retrain": "-", "decision": "-"}
+        if scored is None or scored.status != dg.DagsterRunStatus.SUCCESS:
+            row["error"] = f"scoring run {scored.run_id if scored else '(none)'} failed; see the Dagster UI"
+        else:
+            row["scored"] = True
+            # The sensors tick every few seconds; a failed check gets a few ticks to be acted on.
+            patience = 4 * int(self.env.get("MLOPS_SENSOR_INTERVAL_SECONDS", "30")) + 30
+            for trigger in self._failed_monitors(batch):
+                retrain = self.wait_for_run({**model_tags, "mlops/trigger": trigger}, appear_within=patience)
+                if retrain is not None:
+                    row["retrain"] = trigger
+                    row["decision"] = self._decision(retrain)
+                    break
+        champion = build_resources(self.settings)["registry"].by_alias(name, "champion")
+        row["champion"] = champion.version if champion else "-"
+        print(
+            f"  {batch}: {'scored' if row['scored'] else 'NOT scored'}, retrain {row['retrain']}, "
+            f"decision {row['decision']}, champion v{row['champion']} ({time.monotonic() - started:.0f}s)",
+            flush=True,
+        )
+        return row
+
+    def _failed_monitors(self, batch: str) -> list[str]:
+        """The retrain triggers this batch's check results call for, per the spec."""
+        import json
+
+        monitoring, gates = self.spec.monitoring, self.spec.gates
+        lake = self.settings.home / "lake" / self.spec.name
+        triggers = []
+        drift_file = lake / "drift_report" / f"{batch}.json"
+        if monitoring.retrain_on_drift and drift_file.exists() and json.loads(drift_file.read_text())["dataset_drift"]:
+            triggers.append("drift")
+        quality_file = lake / "production_evaluation" / f"{batch}.json"
+        if monitoring.fairness_action == "retrain" and quality_file.exists():
+            fairness = json.loads(quality_file.read_text()).get("fairness", [])
+            limits = {"demographic_parity_difference": gates.max_demographic_parity_difference,
+                      "equalized_odds_difference": gates.max_equalized_odds_difference}  # fmt: skip
+            if any(f[g] is not None and limit is not None and f[g] > limit for f in fairness for g, limit in limits.items()):
+                triggers.append("fairness")
+        return triggers
+
+    def _decision(self, run: dg.DagsterRun) -> str:
+        if run.status != dg.DagsterRunStatus.SUCCESS:
+            return "failed"
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey([self.spec.name, "promotion"])), limit=5
+        ).records
+        for record in records:
+            if record.run_id == run.run_id:
+                return str(record.asset_materialization.metadata["decision"].value)
+        return "-"
