@@ -122,14 +122,16 @@ class ClosedLoop:
             row["error"] = f"scoring run {scored.run_id if scored else '(none)'} failed; see the Dagster UI"
         else:
             row["scored"] = True
-            # The sensors tick every few seconds; a failed check gets a few ticks to be acted on.
-            patience = 4 * int(self.env.get("MLOPS_SENSOR_INTERVAL_SECONDS", "30")) + 30
+            # A failed check is acted on at the sensor's next tick; on a loaded machine a tick
+            # (a code-server call) can itself take many seconds.
+            patience = 6 * int(self.env.get("MLOPS_SENSOR_INTERVAL_SECONDS", "30")) + 90
             for trigger in self._failed_monitors(batch):
                 retrain = self.wait_for_run({**model_tags, "mlops/trigger": trigger}, appear_within=patience)
                 if retrain is not None:
                     row["retrain"] = trigger
                     row["decision"] = self._decision(retrain)
                     break
+                row["error"] = f"{trigger} check failed but no retrain run appeared within {patience}s"
         champion = build_resources(self.settings)["registry"].by_alias(name, "champion")
         row["champion"] = champion.version if champion else "-"
         print(

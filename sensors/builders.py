@@ -21,6 +21,8 @@ from sensors.policy import CheckEvent, RetrainDecision, decide_cadence, decide_r
 TAG_BATCH = "mlops/batch"
 TAG_LANDING_FILE = "mlops/landing_file"
 HISTORY_PER_TICK = 50
+# AssetCheckExecutionRecordStatus values of finished evaluations (the enum is not public API).
+COMPLETED = {"SUCCEEDED", "FAILED"}
 ACTIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -68,14 +70,26 @@ def build_landing_sensor(
 
 
 def _check_events(instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey]) -> list[CheckEvent]:
+    """The recent completed evaluations of ``keys`` (checks still planned or running are skipped)."""
     events = []
     for key in keys:
         for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=HISTORY_PER_TICK):
             evaluation = record.evaluation
-            if evaluation is None:
-                continue
-            events.append(CheckEvent(record.id, evaluation.partition or "", evaluation.passed, key.name))
+            if record.status.value in COMPLETED and isinstance(evaluation, dg.AssetCheckEvaluation):
+                events.append(CheckEvent(record.id, _batch(instance, record.run_id, evaluation), evaluation.passed, key.name))
     return events
+
+
+def _batch(instance: dg.DagsterInstance, run_id: str, evaluation: dg.AssetCheckEvaluation) -> str:
+    """The batch a check result is about. Results yielded by a partitioned asset's body carry no
+    ``partition`` in daemon-launched runs, so our checks also record it as metadata."""
+    if evaluation.partition:
+        return evaluation.partition
+    batch = evaluation.metadata.get("batch")
+    if batch is not None:
+        return str(batch.value)
+    run = instance.get_run_by_id(run_id)
+    return (run.tags.get("dagster/partition", "") if run else "") or ""
 
 
 def _active_run(instance: dg.DagsterInstance, job_name: str) -> str | None:

@@ -205,7 +205,7 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
                 passed=not c.drifted,
                 severity=dg.AssetCheckSeverity.WARN,
                 description=f"{c.method_label} {c.score:.4g} (threshold {c.threshold:g})" + (f"; {c.note}" if c.note else ""),
-                metadata={"score": c.score, "threshold": c.threshold, "method": c.method},
+                metadata={"batch": batch, "score": c.score, "threshold": c.threshold, "method": c.method},
             )
         yield dg.MaterializeResult(
             metadata={

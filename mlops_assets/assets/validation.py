@@ -91,6 +91,7 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
                 ),
                 description=outcome.message,
                 metadata={
+                    "batch": batch,
                     "expectation": outcome.expectation.type,
                     "unexpected_count": outcome.unexpected_count if outcome.unexpected_count is not None else -1,
                     "rows": outcome.element_count if outcome.element_count is not None else len(frame),

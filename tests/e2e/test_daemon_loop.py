@@ -51,6 +51,7 @@ def test_landing_drift_retrain_and_promotion_happen_by_themselves(tmp_path: Path
         runs = {r.tags["mlops/trigger"]: r for r in instance.get_runs(dg.RunsFilter(tags={"mlops/model": NAME}))}
 
     assert row["scored"], row
+    assert row["retrain"] == "drift", row
     assert set(runs) == {"landing", "drift"}, runs.keys()
     landing, retrain = runs["landing"], runs["drift"]
     assert landing.status == dg.DagsterRunStatus.SUCCESS

