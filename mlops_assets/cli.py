@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mlops_assets.spec import load_specs
-from resources.settings import Settings
+from resources.settings import Settings, build_resources
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -15,9 +22,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="run the whole lifecycle of a model through the Dagster CLI")
     demo_parser.add_argument("--model", help="spec name (default: the first spec)")
     demo_parser.add_argument("--parallel", type=int, default=2, help="concurrent dagster processes (default 2)")
+    explain_parser = commands.add_parser(
+        "explain", help="which model version made a batch's predictions, what data trained it, how it passed testing"
+    )
+    explain_parser.add_argument("model", help="spec name")
+    subject = explain_parser.add_mutually_exclusive_group(required=True)
+    subject.add_argument("--batch", help="explain this batch's predictions")
+    subject.add_argument("--version", help="explain this registered version")
+    explain_parser.add_argument("--json", action="store_true", help="print the lineage as JSON")
+    rollback_parser = commands.add_parser("rollback", help="move the champion back to an earlier champion")
+    rollback_parser.add_argument("model", help="spec name")
+    rollback_parser.add_argument("--to", default="", help="version to roll back to (default: the previous champion)")
+    rollback_parser.add_argument("--reason", required=True, help="why (recorded in the champion history)")
+    rollback_parser.add_argument(
+        "--registry-only", action="store_true",
+        help="move the alias through the registry alone, without a Dagster run (when Dagster is down)",
+    )  # fmt: skip
+    history_parser = commands.add_parser("history", help="every champion move; or who was champion at a time")
+    history_parser.add_argument("model", help="spec name")
+    history_parser.add_argument("--at", help="an ISO time (UTC unless it has an offset): print that moment's champion")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     specs = load_specs(settings.pipelines)
+    if args.command in ("explain", "rollback", "history"):
+        if args.model not in {s.name for s in specs}:
+            parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
+        if args.command == "explain":
+            return explain_command(settings, args.model, batch=args.batch, version=args.version, as_json=args.json)
+        if args.command == "rollback":
+            if not args.reason.strip():
+                parser.error("--reason: must not be empty")
+            return rollback_command(
+                settings, args.model, to=args.to, reason=args.reason, registry_only=args.registry_only
+            )
+        return history_command(settings, args.model, at=args.at)
     if args.command == "demo":
         from mlops_assets.demo import demo
 
@@ -27,6 +65,108 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo(spec, settings, parallel=args.parallel)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _registry_and_lake(settings: Settings) -> tuple[Any, Any]:
+    resources = build_resources(settings)
+    if settings.env == "local":
+        return resources["registry"], resources["lake"]
+    # Outside a run nothing resolves the dg.EnvVar fields of production resources but this.
+    return resources["registry"].process_config_and_initialize(), resources["lake"].process_config_and_initialize()
+
+
+def _dagster_home(settings: Settings) -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
+
+
+def _instance(settings: Settings) -> dg.DagsterInstance | None:
+    """The Dagster instance whose event log holds the validations; None when there is none yet."""
+    import dagster as dg
+
+    home = _dagster_home(settings)
+    if not home.exists():
+        return None
+    if "DAGSTER_HOME" in os.environ:
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def explain_command(settings: Settings, model: str, *, batch: str | None, version: str | None, as_json: bool) -> int:
+    """Prints the lineage of a batch's predictions or of a version (fast: no ML library)."""
+    from mlops_assets.explain import explain, render_text
+
+    registry, lake = _registry_and_lake(settings)
+    instance = _instance(settings)
+    try:
+        doc = explain(model=model, registry=registry, lake=lake, instance=instance, batch=batch, version=version)
+    except LookupError as e:
+        print(f"mlops explain: {e}")
+        return 1
+    finally:
+        if instance is not None:
+            instance.dispose()
+    print(json.dumps(doc, indent=1, default=str) if as_json else render_text(doc))
+    return 0
+
+
+def rollback_command(settings: Settings, model: str, *, to: str, reason: str, registry_only: bool) -> int:
+    """Runs ``<model>_rollback_job`` in this process (recorded in Dagster and in the registry's
+    champion history), or with ``registry_only`` moves the alias through the registry alone."""
+    if registry_only:
+        from resources.registry import PromotionConflict
+
+        registry, _ = _registry_and_lake(settings)
+        try:
+            move = registry.rollback(name=model, reason=reason, to_version=to or None)
+        except (ValueError, LookupError, PromotionConflict) as e:
+            print(f"mlops rollback: {e}")
+            return 1
+        print(f"{model}: champion rolled back from version {move.from_version} to {move.to_version} by {move.actor} "
+              f"(registry only, no Dagster run): {move.reason}")  # fmt: skip
+        return 0
+    from mlops_assets.definitions import build_definitions
+
+    job = build_definitions(settings).resolve_job_def(f"{model}_rollback_job")
+    _dagster_home(settings).mkdir(parents=True, exist_ok=True)
+    instance = _instance(settings)
+    if instance is None:
+        raise RuntimeError(f"no Dagster instance at {_dagster_home(settings)}")
+    try:
+        result = job.execute_in_process(
+            run_config={"ops": {f"{model}__champion_rollback": {"config": {"to_version": to, "reason": reason}}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+        if not result.success:
+            failures = [e.step_failure_data.error.message.strip() for e in result.all_events
+                        if e.is_step_failure and e.step_failure_data.error]  # fmt: skip
+            print(f"mlops rollback: {' '.join(failures) or 'the rollback run failed'} (run {result.run_id})")
+            return 1
+        (event,) = result.get_asset_materialization_events()
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    finally:
+        instance.dispose()
+    print(
+        f"{model}: champion rolled back from version {meta['from_version']} to {meta['to_version']} "
+        f"in Dagster run {result.run_id}: {meta['reason']}\n"
+        f"Recorded in the champion history (mlops history {model}); model card: {meta['model_card']}"
+    )
+    return 0
+
+
+def history_command(settings: Settings, model: str, *, at: str | None) -> int:
+    """Every champion move, oldest first; with ``at``, the champion at that moment."""
+    registry, _ = _registry_and_lake(settings)
+    if at is not None:
+        version = registry.champion_at(model, at)
+        print(f"{model}: champion at {at} was version {version}" if version else f"{model}: no champion at {at}")
+        return 0
+    moves = registry.champion_history(model)
+    if not moves:
+        print(f"{model}: the champion never moved through mlops")
+    for m in moves:
+        print(m.describe() + (f": {m.reason}" if m.reason else ""))
+    return 0
 
 
 if __name__ == "__main__":

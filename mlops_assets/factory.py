@@ -85,7 +85,10 @@ def build_pipeline(pipeline: ModelPipeline, *, on_kubernetes: bool, sensor_inter
         [build_recheck_schedule(pipeline, job=recheck, cron=monitoring.recheck_cron)] if monitoring.recheck_cron else []
     )
     return dg.Definitions(
-        assets=assets, jobs=[score_batch, retrain, recheck], sensors=sensors, schedules=schedules
+        assets=assets,
+        jobs=[score_batch, retrain, recheck, build_rollback_job(pipeline)],
+        sensors=sensors,
+        schedules=schedules,
     )
 
 

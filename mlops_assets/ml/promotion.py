@@ -1,8 +1,12 @@
 """The blessing: whether a candidate may replace the champion, as data.
 
-``decide`` is a pure function of the two evaluations (on the same holdout) and the spec's gates.
-Its result records every gate with the value, the limit and the margin, so a rejected candidate
-says which gate failed by how much.
+``decide`` is a pure function of the two evaluations (on the same holdout), the evidence about
+the candidate's lineage (its signature, whether each training batch is validated data) and the
+spec's gates. Its result records every gate with the value, the limit and the margin, so a
+rejected candidate says which gate failed by how much.
+
+An override promotes a candidate whose gates failed, but only with a reason, and the decision
+keeps the failed gates, the override and its reason: nothing is bypassed silently.
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ class GateResult:
 
 
 @dataclass(frozen=True)
+class BatchEvidence:
+    """Whether one training batch is data that passed validation, and why not."""
+
+    batch: str
+    validated: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class Decision:
     promote: bool
     candidate_version: str
@@ -31,6 +44,8 @@ class Decision:
     gates: list[GateResult] = field(default_factory=list)
     deltas: dict[str, float | None] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    overridden: bool = False
+    override_reason: str = ""
 
     @property
     def failed_gates(self) -> list[GateResult]:
@@ -78,6 +93,26 @@ def _fairness_gate(name: str, gap: float | None, limit: float | None) -> GateRes
     )  # fmt: skip
 
 
+def _signature_gate(has_signature: bool) -> GateResult:
+    return GateResult(
+        "signature_present", 1.0 if has_signature else 0.0, 1.0, has_signature,
+        "the model logs an input signature" if has_signature
+        else "the registered model has no input signature, so its inputs cannot be checked when it scores",
+    )  # fmt: skip
+
+
+def _training_data_gate(evidence: list[BatchEvidence]) -> GateResult:
+    bad = [e for e in evidence if not e.validated]
+    if not evidence:
+        return GateResult("training_data_validated", None, 0.0, False, "the training manifest lists no batch")
+    detail = (
+        f"all {len(evidence)} training batches are validated data"
+        if not bad
+        else "; ".join(f"batch {e.batch}: {e.detail}" for e in bad)
+    )
+    return GateResult("training_data_validated", float(len(bad)), 0.0, not bad, detail)
+
+
 def decide(
     *,
     candidate_version: str,
@@ -85,12 +120,27 @@ def decide(
     champion_version: str | None,
     champion: Evaluation | None,
     gates: GatesSpec,
+    has_signature: bool,
+    training_data: list[BatchEvidence],
+    override_reason: str | None = None,
 ) -> Decision:
-    """Blesses the candidate when every absolute gate passes and, against a champion, every
-    regression gate passes too. A first model needs only the absolute gates."""
+    """Blesses the candidate when its lineage gates (signature, validated training data) and
+    every absolute gate pass and, against a champion, every regression gate passes too. A first
+    model needs no regression gate.
+
+    Args:
+        override_reason: promote even if gates fail; the decision records the failed gates and
+            this reason. Must be non-empty when given.
+
+    Raises:
+        ValueError: an override without a reason.
+    """
+    if override_reason is not None and not override_reason.strip():
+        raise ValueError("an override needs a non-empty reason")
     if champion_version == candidate_version:
         return Decision(False, candidate_version, champion_version, reasons=["candidate is already champion"])
-    results = [_floor_gate(m, candidate.metrics.get(m), limit) for m, limit in gates.min_metrics.items()]
+    results = [_signature_gate(has_signature), _training_data_gate(training_data)]
+    results += [_floor_gate(m, candidate.metrics.get(m), limit) for m, limit in gates.min_metrics.items()]
     for name, limit in (
         ("demographic_parity_difference", gates.max_demographic_parity_difference),
         ("equalized_odds_difference", gates.max_equalized_odds_difference),
@@ -111,7 +161,14 @@ def decide(
     if failed:
         reasons = [f"gate {g.gate} failed: {g.detail}" for g in failed]
     elif champion_version is None:
-        reasons = ["first model: every absolute gate passed"]
+        reasons = ["first model: every gate passed"]
     else:
         reasons = [f"every gate passed against champion version {champion_version}"]
+    if failed and override_reason is not None:
+        names = ", ".join(g.gate for g in failed)
+        reasons = [f"OVERRIDE of failed gates ({names}): {override_reason.strip()}", *reasons]
+        return Decision(
+            True, candidate_version, champion_version, results, deltas, reasons,
+            overridden=True, override_reason=override_reason.strip(),
+        )  # fmt: skip
     return Decision(not failed, candidate_version, champion_version, results, deltas, reasons)
