@@ -10,7 +10,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export MLOPS_HOME ?= $(CURDIR)/.mlops
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: install demo test ui mlflow-ui bench-drift bench-train clean
+.PHONY: install demo test test-integration ui mlflow-ui bench-drift bench-train clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ demo: install
 
 test: install
 	$(BIN)/pytest
+
+# The production profile on real services (scripts/prod-stack.sh: PostgreSQL, an MLflow server),
+# started and stopped by the tests; as root it apt-get installs postgresql when it is missing.
+test-integration: install
+	MLOPS_INTEGRATION=1 $(BIN)/pytest tests/integration
 
 ui: install
 	mkdir -p $(DAGSTER_HOME)

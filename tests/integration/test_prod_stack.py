@@ -1,0 +1,209 @@
+"""The pipeline on the production profile: Dagster on PostgreSQL, MLflow behind a tracking server
+with a PostgreSQL backend store, the lake and artifacts on fsspec URIs (local folders here).
+
+One spec, one session: history, a first champion, a drifted batch, a retrain and its promotion;
+then the tracking server is stopped in the middle of training the next model.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from mlops_assets.definitions import build_definitions
+from resources.registry import CHAMPION, MlflowRegistry
+from resources.settings import PROD_ENV_VARS, Settings
+from tests.assets.pipeline_harness import Harness
+from tests.conftest import gss, gss_spec
+from tests.integration.conftest import ProdStack
+
+pytestmark = pytest.mark.integration
+
+NAME = "gss_slice"
+YEARS = [1974, 1975, 1976, 2010, 2012]
+BATCH_ASSETS = ["raw_batch", "validated_batch", "features"]
+SCORING_ASSETS = [*BATCH_ASSETS, "predictions", "drift_report"]
+TRAINING_ASSETS = ["training_dataset", "model", "evaluation", "promotion"]
+
+
+class ProdHarness(Harness):
+    """The shared harness, on the prod profile's resources and a PostgreSQL-backed instance."""
+
+    def __init__(self, home: Path, pipelines: Path, instance: dg.DagsterInstance) -> None:
+        self.settings = Settings.from_env(
+            {"MLOPS_ENV": "prod", "MLOPS_EXECUTOR": "in_process", "MLOPS_HOME": str(home),
+             "MLOPS_PIPELINES": str(pipelines)}
+        )  # fmt: skip
+        self.defs = build_definitions(self.settings)
+        self.instance = instance
+        self.name = NAME
+        self.resources = self.defs.resources
+
+    def train(self, until: str) -> dg.ExecuteInProcessResult:
+        return self.materialize(
+            TRAINING_ASSETS, run_config={"ops": {f"{NAME}__training_dataset": {"config": {"until": until}}}}
+        )
+
+
+@pytest.fixture(scope="module")
+def prod(prod_stack: ProdStack, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A pipeline with history and a first champion, on the running stack."""
+    root = tmp_path_factory.mktemp("prod")
+    source = root / "data" / "gss.parquet"
+    source.parent.mkdir()
+    frame = gss()
+    frame[frame["year"].isin(YEARS)].to_parquet(source, index=False)
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "spec.yaml").write_text(yaml.safe_dump(gss_spec(source)))
+    with dg.DagsterInstance.from_config(prod_stack.env["DAGSTER_HOME"]) as instance:
+        h = ProdHarness(root / "home", root / "pipelines", instance)
+        h.history("1976")
+        yield h
+
+
+def registry(stack: ProdStack) -> MlflowRegistry:
+    return MlflowRegistry(tracking_uri=stack.tracking_uri, artifact_root="")
+
+
+def champion_over_http(stack: ProdStack) -> str:
+    return stack.mlflow_get("registered-models/alias", name=NAME, alias=CHAMPION)["model_version"]["version"]
+
+
+def test_the_env_file_selects_the_prod_profile(prod_stack: ProdStack) -> None:
+    env = prod_stack.env
+    assert env["MLOPS_ENV"] == "prod"
+    assert set(PROD_ENV_VARS) <= set(env)
+    assert env["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:")
+    assert (prod_stack.home / "prod" / "env").stat().st_mode & 0o777 == 0o600
+    assert (prod_stack.home / "prod" / "secrets" / "pg-password").stat().st_mode & 0o777 == 0o600
+    config = yaml.safe_load((Path(env["DAGSTER_HOME"]) / "dagster.yaml").read_text())
+    assert config["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+    assert "127.0.0.1" in prod_stack.run("status")
+
+
+@pytest.mark.timeout(1200)
+def test_history_batch_drift_retrain_and_promotion_land_in_postgres_and_the_registry(
+    prod: ProdHarness, prod_stack: ProdStack
+) -> None:
+    first = champion_over_http(prod_stack)
+    scored = prod.materialize(SCORING_ASSETS, "2010")
+    assert scored.success, prod.failure_message(scored)
+    lake = Path(prod_stack.env["MLOPS_LAKE_URI"].removeprefix("file://")) / NAME
+    drift = json.loads((lake / "drift_report" / "2010.json").read_text())
+    assert drift["dataset_drift"] is True, "the slice's 2010 batch drifts from 1974-76; the retrain below relies on it"
+
+    retrain = prod.train("2010")
+    assert retrain.success, prod.failure_message(retrain)
+    promotion = prod.metadata("promotion")
+    assert promotion["decision"] in ("promoted", "rejected")
+    champion = champion_over_http(prod_stack)
+    assert champion == promotion["champion_after"]
+    assert champion == (promotion["candidate_version"] if promotion["decision"] == "promoted" else first)
+
+    # Dagster's tables in PostgreSQL hold every run and materialization.
+    materialized = {
+        (json.loads(key)[-1], partition)
+        for key, partition in prod_stack.dagster_sql(
+            "SELECT asset_key, partition FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+        )
+    }
+    assert {("drift_report", "2010"), ("predictions", "2010"), ("features", "1974"), ("promotion", None)} <= materialized
+    runs = dict(prod_stack.dagster_sql("SELECT run_id, status FROM runs"))
+    assert runs[retrain.run_id] == "SUCCESS" and runs[scored.run_id] == "SUCCESS"
+
+    # The registry answers over HTTP; the artifacts sit in the server's artifact root.
+    versions = prod_stack.mlflow_get("model-versions/search", filter=f"name='{NAME}'")["model_versions"]
+    assert {v["version"] for v in versions} >= {first, promotion["candidate_version"]}
+    assert list((prod_stack.home / "prod" / "artifacts").rglob("model.skops")), "no model artifact in the server's root"
+
+
+@pytest.mark.timeout(900)
+def test_mlflow_down_mid_training_fails_fast_leaves_no_version_and_sensors_still_tick(
+    prod: ProdHarness, prod_stack: ProdStack
+) -> None:
+    for step in (prod.materialize(BATCH_ASSETS, "2012"),):
+        assert step.success, prod.failure_message(step)
+    before = registry(prod_stack).versions(NAME)
+    champion = champion_over_http(prod_stack)
+    experiment = prod_stack.mlflow_get("experiments/get-by-name", experiment_name=NAME)["experiment"]
+    known_runs = {r["info"]["run_id"] for r in _runs(prod_stack, experiment["experiment_id"])}
+
+    outcome: dict[str, object] = {}
+
+    def train() -> None:
+        started = time.monotonic()
+        outcome["result"] = prod.train("2012")
+        outcome["seconds"] = time.monotonic() - started
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    # Stop the server once the model's MLflow run exists: mid-step, before its version is registered.
+    deadline = time.monotonic() + 300
+    while not ({r["info"]["run_id"] for r in _runs(prod_stack, experiment["experiment_id"])} - known_runs):
+        assert worker.is_alive(), "training finished before its MLflow run was seen"
+        assert time.monotonic() < deadline, "no MLflow run appeared within 300s"
+        time.sleep(0.2)
+    prod_stack.run("stop", "mlflow")
+    stopped_at = time.monotonic()
+
+    # No sensor calls MLflow: every tick ends quickly with the server down.
+    for sensor in prod.defs.sensors:
+        started = time.monotonic()
+        context = dg.build_sensor_context(instance=prod.instance, resources=prod.resources, definitions=prod.defs)
+        data = prod.defs.resolve_sensor_def(sensor.name).evaluate_tick(context)
+        assert time.monotonic() - started < 10, f"{sensor.name} took {time.monotonic() - started:.0f}s"
+        assert data.run_requests or data.skip_message is not None, sensor.name
+
+    worker.join(timeout=300)
+    assert not worker.is_alive(), "the run did not end within 300s of the server stopping"
+    result = outcome["result"]
+    assert isinstance(result, dg.ExecuteInProcessResult)
+    assert not result.success
+    message = _failure_chain(result)
+    assert prod_stack.tracking_uri.removeprefix("http://") in message, message
+    # MLFLOW_HTTP_REQUEST_MAX_RETRIES/BACKOFF_FACTOR from the env file: seconds, not MLflow's ~4 minutes.
+    assert time.monotonic() - stopped_at < 90, f"the run took {time.monotonic() - stopped_at:.0f}s to fail"
+    failed_steps = {e.step_key for e in result.all_events if e.is_step_failure}
+    assert failed_steps == {f"{NAME}__model"}, failed_steps
+
+    prod_stack.run("start", "mlflow")
+    assert [v.version for v in registry(prod_stack).versions(NAME)] == [v.version for v in before]
+    assert champion_over_http(prod_stack) == champion
+
+    # Once the server is back, the same run succeeds: the failure was the outage.
+    again = prod.train("2012")
+    assert again.success, prod.failure_message(again)
+    assert len(registry(prod_stack).versions(NAME)) == len(before) + 1
+
+
+def _failure_chain(result: dg.ExecuteInProcessResult) -> str:
+    """Every step failure's message with its causes (the harness shows only the outer wrapper)."""
+    lines = []
+    for event in result.all_events:
+        error = event.step_failure_data.error if event.is_step_failure and event.step_failure_data else None
+        while error is not None:
+            lines.append(error.message.strip())
+            error = error.cause
+    return "\n".join(lines)
+
+
+def _runs(stack: ProdStack, experiment_id: str) -> list[dict]:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{stack.tracking_uri}/api/2.0/mlflow/runs/search",
+        data=json.dumps({"experiment_ids": [experiment_id], "max_results": 1000}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read()).get("runs", [])
