@@ -1,11 +1,19 @@
 """Training: the window of labelled batches, and the model trained on it as an MLflow version."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 from pydantic import Field
 
 from mlops_assets.assets.common import ModelPipeline, table
 from resources.lake import Lake
 from resources.registry import MlflowRegistry, RegisteredModel
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from mlops_assets.ml.torch_mlp import EpochReport, TorchMLPClassifier
 
 
 class TrainingWindow(dg.Config):
@@ -122,7 +130,19 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
             params=spec.training.params, seed=spec.training.seed,
         )  # fmt: skip
         context.log.info("%s: training %s on %d rows", spec.name, spec.training.model, len(train))
-        estimator.fit(inputs, y)
+        tags = {
+            TAG_FINGERPRINT: fingerprint,
+            TAG_DAGSTER_RUN: context.run_id,
+            TAG_CODE_VERSION: code_version(),
+            TAG_BATCHES: ",".join(manifest["batches"]),
+        }
+        run_id = None
+        if spec.training.model == "torch_mlp":
+            # The MLflow run exists before training so the curve fills in while it trains.
+            run_id = registry.start_run(experiment=spec.name, tags=tags)
+            _fit_torch(context, estimator, inputs, y, lake=lake, registry=registry, run_id=run_id, fingerprint=fingerprint)
+        else:
+            estimator.fit(inputs, y)
 
         from sklearn.metrics import roc_auc_score
 
@@ -131,12 +151,6 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
             train, numerical=numeric, categorical=[*categorical, *spec.sensitive_features], seed=spec.training.seed
         )
         suite = lake.read_bytes(spec.name, "validation_suite", ext="json")
-        tags = {
-            TAG_FINGERPRINT: fingerprint,
-            TAG_DAGSTER_RUN: context.run_id,
-            TAG_CODE_VERSION: code_version(),
-            TAG_BATCHES: ",".join(manifest["batches"]),
-        }
         registered = registry.log_and_register(
             name=spec.name,
             experiment=spec.name,
@@ -153,11 +167,62 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
                 "validation_suite.json": suite,
                 "training_manifest.json": lake.read_bytes(spec.name, "training_dataset", "manifest", "json"),
             },
+            run_id=run_id,
         )
         registry.set_alias(spec.name, CHALLENGER, registered.version)
         return _model_result(registered, reused=False, manifest=manifest, train_auc=train_auc)
 
     return [training_dataset, model]
+
+
+def _fit_torch(
+    context: dg.AssetExecutionContext,
+    estimator: "TorchMLPClassifier",
+    inputs: "pd.DataFrame",
+    y: "np.ndarray",
+    *,
+    lake: Lake,
+    registry: MlflowRegistry,
+    run_id: str,
+    fingerprint: str,
+) -> None:
+    """Trains with per-epoch progress in the Dagster log and, batched, in the MLflow run.
+
+    The checkpoint written after every epoch is copied to the lake under the training
+    fingerprint, so a retried run (a new process, or a new pod) resumes from the last epoch.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from mlops_assets.ml.torch_mlp import CHECKPOINT_FILE, BatchedMetricLogger
+
+    name = context.assets_def.key.path[0]
+    with tempfile.TemporaryDirectory() as local:
+        checkpoint = Path(local) / CHECKPOINT_FILE
+        if lake.exists(name, "checkpoints", fingerprint, "pt"):
+            checkpoint.write_bytes(lake.read_bytes(name, "checkpoints", fingerprint, "pt"))
+            context.log.info("%s: found a checkpoint for this training data; resuming from it", name)
+        to_mlflow = BatchedMetricLogger(lambda metrics: registry.log_metrics(run_id, metrics), every_n_epochs=5)
+
+        def on_epoch(report: "EpochReport") -> None:
+            context.log.info(
+                "%s epoch %d: train loss %.4f, validation loss %.4f, %.0f samples/s",
+                name, report.epoch, report.train_loss, report.val_loss, report.samples_per_second,
+            )  # fmt: skip
+            to_mlflow(report)
+            lake.write_bytes(name, "checkpoints", checkpoint.read_bytes(), fingerprint, "pt")
+
+        estimator.checkpoint_dir, estimator.on_epoch = local, on_epoch
+        try:
+            with to_mlflow:
+                estimator.fit(inputs, y)
+        finally:
+            # Training-time hooks are not part of the registered model.
+            estimator.checkpoint_dir, estimator.on_epoch = None, None
+        context.log.info(
+            "%s: best epoch %d of %d; MLflow tracking took %.3fs",
+            name, estimator.best_epoch, len(estimator.history), to_mlflow.seconds_in_flush,
+        )  # fmt: skip
 
 
 def _model_result(registered: "RegisteredModel", *, reused: bool, manifest: dict, train_auc: float | None = None) -> dg.MaterializeResult:
