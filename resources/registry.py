@@ -37,6 +37,8 @@ from urllib.parse import unquote, urlparse
 import dagster as dg
 from pydantic import Field
 
+from resources.locks import file_lock
+
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
@@ -624,7 +626,10 @@ class MlflowRegistry(dg.ConfigurableResource):
         if folder is None:
             yield True
             return
-        with _file_lock(folder / f"champion-{name}.lock", timeout_s=self.lock_timeout_s):
+        with file_lock(
+            folder / f"champion-{name}.lock", timeout_s=self.lock_timeout_s, what="registry lock",
+            holder=f"{_actor()} since {_now().isoformat(timespec='seconds')}", error=RegistryLockTimeout,
+        ):  # fmt: skip
             yield False
 
 
@@ -668,35 +673,6 @@ def _local_store_dir(tracking_uri: str) -> Path | None:
     if parsed.scheme == "" and tracking_uri:
         return Path(tracking_uri).absolute() / ".mlops-locks"
     return None
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, *, timeout_s: float) -> Iterator[None]:
-    """An exclusive ``flock``: released by the kernel when the holder exits, even when killed."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    with open(path, "a+") as handle:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    handle.seek(0)
-                    raise RegistryLockTimeout(
-                        f"registry lock {path} held for over {timeout_s:.0f}s by {handle.read().strip() or 'unknown'}"
-                    ) from None
-                time.sleep(0.02)
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{_actor()} since {_now().isoformat(timespec='seconds')}")
-            handle.flush()
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

@@ -18,8 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,9 +26,10 @@ from urllib.parse import unquote
 
 import dagster as dg
 
-from resources.lake import Lake
 from resources.alerts import ALERT_WEBHOOK_ENV, AlertSink
+from resources.lake import Lake
 from resources.landing import LandingZone
+from resources.locks import file_lock
 from resources.registry import MlflowRegistry
 
 if TYPE_CHECKING:
@@ -155,7 +155,9 @@ def prepare_sqlite_store(tracking_uri: str, *, lock_timeout_s: float = 120.0) ->
         return
     path = Path(database).absolute()
     # The registry's champion locks live in the same folder.
-    with _flock(path.parent / f"{path.name}.locks" / "store.lock", timeout_s=lock_timeout_s):
+    with file_lock(
+        path.parent / f"{path.name}.locks" / "store.lock", timeout_s=lock_timeout_s, what="MLflow store preparation lock"
+    ):
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
             mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
@@ -170,29 +172,6 @@ def prepare_sqlite_store(tracking_uri: str, *, lock_timeout_s: float = 120.0) ->
         client.search_experiments(max_results=1)
         client.search_registered_models(max_results=1)
     _PREPARED_STORES.add(tracking_uri)
-
-
-@contextlib.contextmanager
-def _flock(path: Path, *, timeout_s: float) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    with open(path, "a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{path}: another process has held the MLflow store's preparation lock for over {timeout_s:.0f}s"
-                    ) from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def resolved_resources(settings: Settings) -> dict[str, Any]:
