@@ -35,7 +35,7 @@ test-integration: install
 	MLOPS_INTEGRATION=1 $(BIN)/pytest tests/integration
 
 ui: install
-	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/mlops init
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 mlflow-ui: install

@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="run the whole lifecycle of a model through the Dagster CLI")
     demo_parser.add_argument("--model", help="spec name (default: the first spec)")
     demo_parser.add_argument("--parallel", type=int, default=2, help="concurrent dagster processes (default 2)")
+    commands.add_parser("init", help="create DAGSTER_HOME with the instance settings the product expects")
     explain_parser = commands.add_parser(
         "explain", help="which model version made a batch's predictions, what data trained it, how it passed testing"
     )
@@ -43,6 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     history_parser.add_argument("--at", help="an ISO time (UTC unless it has an offset): print that moment's champion")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.command == "init":
+        from mlops_assets.demo import ensure_instance
+
+        ensure_instance(_dagster_home(settings))
+        print(f"DAGSTER_HOME={_dagster_home(settings)}")
+        return 0
     specs = load_specs(settings.pipelines)
     if args.command in ("explain", "rollback", "history"):
         if args.model not in {s.name for s in specs}:

@@ -20,7 +20,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     Raises:
         SpecError: a spec is invalid or does not fit its data (names the file and the field).
     """
-    on_kubernetes = settings.env == "prod"
+    on_kubernetes = settings.on_kubernetes
     pipelines = [resolve(spec, cache_dir=settings.home / "cache") for spec in load_specs(settings.pipelines)]
     if on_kubernetes:
         from dagster_k8s import k8s_job_executor

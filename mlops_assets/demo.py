@@ -7,7 +7,6 @@ unchanged data and code reuse the registered version.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -79,6 +78,9 @@ INSTANCE_CONFIG = """\
 concurrency:
   runs:
     max_concurrent_runs: 2
+  pools:
+    # Each model's promotion and rollback share pool <model>_registry: one at a time.
+    default_limit: 1
 telemetry:
   enabled: false
 """
@@ -131,8 +133,14 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
     print(f"\nDone in {time.monotonic() - started:.0f}s. Where to look next:")
     print("  make ui         Dagster UI at http://127.0.0.1:3000 (lineage, checks, runs, sensors)")
     print("  make mlflow-ui  MLflow UI at http://127.0.0.1:5000 (runs, registered model, aliases)")
-    print(f"  drift reports   {settings.home / 'lake' / name / 'drift_report'}/<batch>.html")
+    print(f"  drift reports   {_reports_location(settings, name)}")
     return 0 if all(r["scored"] for r in rows) else 1
+
+
+def _reports_location(settings: Settings, name: str) -> str:
+    from resources.settings import resolved_resources
+
+    return resolved_resources(settings)["lake"].uri(name, "drift_report", "<batch>", "html")
 
 
 def _later_batches(spec: PipelineSpec, frame, *, known: set[str]) -> list:  # noqa: ANN001 - pandas stays lazy
@@ -146,7 +154,7 @@ def _later_batches(spec: PipelineSpec, frame, *, known: set[str]) -> list:  # no
 
 
 def _print_promotion(settings: Settings, name: str) -> None:
-    promotion = _read_json(settings.home / "lake" / name / "promotion" / "latest.json")
+    promotion = _lake_json(settings, name, "promotion")
     if promotion:
         state = "promoted to champion" if promotion["promote"] else "NOT promoted"
         print(f"  version {promotion['candidate_version']} {state}: {'; '.join(promotion['reasons'])}")
@@ -167,14 +175,13 @@ def print_summary(spec: PipelineSpec, settings: Settings, rows: list[dict]) -> N
     )
     print(header)
     print("-" * len(header))
-    lake = settings.home / "lake" / spec.name
     for row in rows:
         batch = row["batch"]
         if not row["scored"]:
             print(f"{batch:>6}  not scored: {row['error'][:120]}")
             continue
-        drift = _read_json(lake / "drift_report" / f"{batch}.json") or {}
-        quality = _read_json(lake / "production_evaluation" / f"{batch}.json") or {}
+        drift = _lake_json(settings, spec.name, "drift_report", batch) or {}
+        quality = _lake_json(settings, spec.name, "production_evaluation", batch) or {}
         gaps = [f["demographic_parity_difference"] for f in quality.get("fairness", [])]
         print(
             f"{batch:>6} {quality.get('rows', 0):>5} {'v' + str(drift.get('model_version', '-')):>9} "
@@ -189,5 +196,9 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+def _lake_json(settings: Settings, model: str, asset: str, partition: str | None = None) -> dict | None:
+    """A JSON document the assets wrote to the lake (local folder or object store), if present."""
+    from resources.settings import resolved_resources
+
+    lake = resolved_resources(settings)["lake"]
+    return lake.read_json(model, asset, partition) if lake.exists(model, asset, partition, "json") else None

@@ -39,7 +39,9 @@ class ClosedLoop:
         self.env = env
         self.timeout = timeout
         self.log_path = settings.home / "logs" / "daemon.log"
-        self.landing = settings.landing_dir / spec.name
+        from resources.settings import resolved_resources
+
+        self.landing = resolved_resources(settings)["landing"].folder(spec.name)
         self._daemon: subprocess.Popen[bytes] | None = None
         self._instance: dg.DagsterInstance | None = None
 
@@ -110,7 +112,7 @@ class ClosedLoop:
 
     def land_and_follow(self, batch: str, frame: pd.DataFrame) -> dict[str, Any]:
         """Lands one batch and waits for its scoring run and any retrain the sensors start."""
-        from resources.settings import build_resources
+        from resources.settings import resolved_resources
 
         name = self.spec.name
         started = time.monotonic()
@@ -132,7 +134,7 @@ class ClosedLoop:
                     row["decision"] = self._decision(retrain)
                     break
                 row["error"] = f"{trigger} check failed but no retrain run appeared within {patience}s"
-        champion = build_resources(self.settings)["registry"].by_alias(name, "champion")
+        champion = resolved_resources(self.settings)["registry"].by_alias(name, "champion")
         row["champion"] = champion.version if champion else "-"
         print(
             f"  {batch}: {'scored' if row['scored'] else 'NOT scored'}, retrain {row['retrain']}, "
@@ -143,17 +145,19 @@ class ClosedLoop:
 
     def _failed_monitors(self, batch: str) -> list[str]:
         """The retrain triggers this batch's check results call for, per the spec."""
-        import json
+        from resources.settings import resolved_resources
 
-        monitoring, gates = self.spec.monitoring, self.spec.gates
-        lake = self.settings.home / "lake" / self.spec.name
+        monitoring, gates, name = self.spec.monitoring, self.spec.gates, self.spec.name
+        lake = resolved_resources(self.settings)["lake"]
         triggers = []
-        drift_file = lake / "drift_report" / f"{batch}.json"
-        if monitoring.retrain_on_drift and drift_file.exists() and json.loads(drift_file.read_text())["dataset_drift"]:
+        if (
+            monitoring.retrain_on_drift
+            and lake.exists(name, "drift_report", batch, "json")
+            and lake.read_json(name, "drift_report", batch)["dataset_drift"]
+        ):
             triggers.append("drift")
-        quality_file = lake / "production_evaluation" / f"{batch}.json"
-        if monitoring.fairness_action == "retrain" and quality_file.exists():
-            fairness = json.loads(quality_file.read_text()).get("fairness", [])
+        if monitoring.fairness_action == "retrain" and lake.exists(name, "production_evaluation", batch, "json"):
+            fairness = lake.read_json(name, "production_evaluation", batch).get("fairness", [])
             limits = {"demographic_parity_difference": gates.max_demographic_parity_difference,
                       "equalized_odds_difference": gates.max_equalized_odds_difference}  # fmt: skip
             if any(f[g] is not None and limit is not None and f[g] > limit for f in fairness for g, limit in limits.items()):
