@@ -36,16 +36,17 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
         kinds={"pandas", "parquet"},
         description=(
             "The labelled rows of every batch in the training window, split into a training set "
-            f"and a stratified, seeded holdout ({spec.training.holdout_fraction:.0%}).\n\n"
+            f"and a holdout of about {spec.training.holdout_fraction:.0%}. A row's side is a stable hash of its "
+            "batch and position, the same in every window, so a retrained candidate and the champion "
+            "are never compared on rows either of them trained on.\n\n"
             "Its metadata lists the batches with their fingerprints: the lineage of every model "
             "trained on it."
         ),
     )
     def training_dataset(context: dg.AssetExecutionContext, config: TrainingWindow, lake: Lake) -> dg.MaterializeResult:
         import pandas as pd
-        from sklearn.model_selection import train_test_split
 
-        from mlops_assets.ml.data import LABEL, batch_at_or_before, frame_fingerprint, sorted_batches
+        from mlops_assets.ml.data import LABEL, batch_at_or_before, frame_fingerprint, holdout_mask, sorted_batches
         from mlops_assets.ml.lineage import training_fingerprint
 
         until = config.until or (None if spec.training.initial_until is None else str(spec.training.initial_until))
@@ -60,13 +61,17 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
         parts = {b: lake.read_frame(spec.name, "features", b) for b in ready}
         parts = {b: f for b, f in parts.items() if f[LABEL].notna().any()}
         fingerprints = {b: frame_fingerprint(f) for b, f in parts.items()}
-        data = pd.concat([f.assign(__batch__=b) for b, f in parts.items()], ignore_index=True)
+        data = pd.concat([f.assign(__batch__=b, __row__=range(len(f))) for b, f in parts.items()], ignore_index=True)
         data = data[data[LABEL].notna()].reset_index(drop=True)
         if data[LABEL].nunique() < 2:
             raise dg.Failure(f"{spec.name}: the training window {list(parts)} holds a single label class")
-        train, holdout = train_test_split(
-            data, test_size=spec.training.holdout_fraction, stratify=data[LABEL], random_state=spec.training.seed
+        in_holdout = holdout_mask(
+            data["__batch__"], data["__row__"], fraction=spec.training.holdout_fraction, seed=spec.training.seed
         )
+        train, holdout = data[~in_holdout], data[in_holdout]
+        for side, frame in (("training set", train), ("holdout", holdout)):
+            if frame[LABEL].nunique() < 2:
+                raise dg.Failure(f"{spec.name}: the {side} of window {list(parts)} holds a single label class")
         manifest = {
             "batches": list(parts),
             "fingerprints": fingerprints,

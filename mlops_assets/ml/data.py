@@ -265,3 +265,19 @@ def _columns_hint(present: set[str]) -> str:
 
 def label_array(series: pd.Series) -> np.ndarray:
     return series.to_numpy(dtype="int64")
+
+
+def holdout_mask(batches: pd.Series, rows: pd.Series, *, fraction: float, seed: int) -> np.ndarray:
+    """Which rows are holdout: a stable hash of (seed, batch, row position in the batch).
+
+    A row lands in the same side in every training window, so a model retrained on a longer
+    window and the champion it is compared with are never scored on rows either trained on.
+    A random split of each new window would put the champion's own training rows in the new
+    holdout and flatter it.
+    """
+    import pandas as pd
+
+    keys = pd.DataFrame({"batch": batches.astype(str).to_numpy(), "row": rows.to_numpy(dtype="int64")})
+    hashed = pd.util.hash_pandas_object(keys, index=False, hash_key=f"mlops{seed:011d}"[:16])
+    buckets = 1_000_000
+    return (hashed.to_numpy() % buckets) < int(fraction * buckets)

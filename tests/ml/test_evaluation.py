@@ -41,3 +41,15 @@ def test_auc_is_none_not_a_sentinel_on_one_class() -> None:
 def test_empty_input_is_an_error() -> None:
     with pytest.raises(ValueError, match="needs labelled rows"):
         evaluate(np.array([]), np.array([]), pd.DataFrame({"g": []}))
+
+
+def test_a_row_stays_on_its_side_of_the_holdout_as_the_window_grows() -> None:
+    from mlops_assets.ml.data import holdout_mask
+
+    first = pd.DataFrame({"batch": ["1990"] * 5000, "row": range(5000)})
+    grown = pd.concat([first, pd.DataFrame({"batch": ["1991"] * 3000, "row": range(3000)})], ignore_index=True)
+    before = holdout_mask(first["batch"], first["row"], fraction=0.2, seed=42)
+    after = holdout_mask(grown["batch"], grown["row"], fraction=0.2, seed=42)
+    assert (after[:5000] == before).all()
+    assert 0.18 < after.mean() < 0.22
+    assert not (holdout_mask(first["batch"], first["row"], fraction=0.2, seed=7) == before).all()
