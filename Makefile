@@ -16,10 +16,11 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	@# A local CPU wheel (pip's find-links) if this machine has one, else PyTorch's CPU index:
-	@# never PyPI's default torch, which is a multi-GB CUDA build.
-	$(BIN)/pip install --no-index "torch==$(TORCH_VERSION)" 2>/dev/null \
-	  || $(BIN)/pip install "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX)
+	@# The torch wheel alone from a local folder of wheels (pip's find-links) when this machine has
+	@# one, else from PyTorch's CPU index: never PyPI's default torch, a multi-GB CUDA build. The
+	@# project install below then resolves torch's own dependencies from PyPI.
+	$(BIN)/pip install --no-deps --no-index "torch==$(TORCH_VERSION)" 2>/dev/null \
+	  || $(BIN)/pip install --timeout 30 --retries 1 "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX)
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
