@@ -94,7 +94,7 @@ def ensure_instance(dagster_home: Path) -> None:
         config.write_text(INSTANCE_CONFIG)
 
 
-def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interval: int = 5) -> int:
+def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interval: int = 3) -> int:
     """History through ``dagster asset materialize``, then production through the daemon."""
     from mlops_assets.ml.data import batch_at_or_before, read_source_files, sorted_batches
 
