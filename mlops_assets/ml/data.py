@@ -263,10 +263,6 @@ def _columns_hint(present: set[str]) -> str:
     return f"(it has: {', '.join(shown[:20])}{', ...' if len(shown) > 20 else ''})"
 
 
-def label_array(series: pd.Series) -> np.ndarray:
-    return series.to_numpy(dtype="int64")
-
-
 def holdout_mask(batches: pd.Series, rows: pd.Series, *, fraction: float, seed: int) -> np.ndarray:
     """Which rows are holdout: a stable hash of (seed, batch, row position in the batch).
 

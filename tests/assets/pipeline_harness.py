@@ -14,9 +14,14 @@ from resources.settings import Settings
 
 class Harness:
     def __init__(
-        self, home: Path, pipelines: Path, name: str, instance: dg.DagsterInstance | None = None
+        self,
+        home: Path,
+        pipelines: Path,
+        name: str,
+        instance: dg.DagsterInstance | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
-        self.settings = Settings.from_env({"MLOPS_HOME": str(home), "MLOPS_PIPELINES": str(pipelines)})
+        self.settings = Settings.from_env({"MLOPS_HOME": str(home), "MLOPS_PIPELINES": str(pipelines), **(env or {})})
         self.defs = build_definitions(self.settings)
         self.instance = instance or dg.DagsterInstance.ephemeral()
         self.name = name

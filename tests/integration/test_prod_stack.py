@@ -16,9 +16,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from mlops_assets.definitions import build_definitions
 from resources.registry import CHAMPION, MlflowRegistry
-from resources.settings import PROD_ENV_VARS, Settings
+from resources.settings import PROD_ENV_VARS
 from tests.assets.pipeline_harness import Harness
 from tests.conftest import gss, gss_spec
 from tests.integration.conftest import ProdStack
@@ -36,14 +35,7 @@ class ProdHarness(Harness):
     """The shared harness, on the prod profile's resources and a PostgreSQL-backed instance."""
 
     def __init__(self, home: Path, pipelines: Path, instance: dg.DagsterInstance) -> None:
-        self.settings = Settings.from_env(
-            {"MLOPS_ENV": "prod", "MLOPS_EXECUTOR": "in_process", "MLOPS_HOME": str(home),
-             "MLOPS_PIPELINES": str(pipelines)}
-        )  # fmt: skip
-        self.defs = build_definitions(self.settings)
-        self.instance = instance
-        self.name = NAME
-        self.resources = self.defs.resources
+        super().__init__(home, pipelines, NAME, instance, env={"MLOPS_ENV": "prod", "MLOPS_EXECUTOR": "in_process"})
 
     def train(self, until: str) -> dg.ExecuteInProcessResult:
         return self.materialize(
