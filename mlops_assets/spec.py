@@ -84,6 +84,27 @@ class FeaturesSpec(_Strict):
         return [*self.numeric, *self.categorical]
 
 
+# What ``training.params`` may set, per model family: the estimator's constructor arguments less
+# those the product sets itself (the columns, the seed from training.seed, checkpointing, the
+# device). Written out rather than read from the classes because loading a spec must not import
+# scikit-learn or torch; tests/test_spec.py checks them against the pinned estimators.
+MODEL_PARAMS: dict[str, frozenset[str]] = {
+    "sklearn_hgb": frozenset({
+        "class_weight", "early_stopping", "interaction_cst", "l2_regularization", "learning_rate", "loss",
+        "max_bins", "max_depth", "max_features", "max_iter", "max_leaf_nodes", "min_samples_leaf",
+        "monotonic_cst", "n_iter_no_change", "scoring", "tol", "validation_fraction", "verbose", "warm_start",
+    }),
+    "sklearn_logreg": frozenset({
+        "C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio", "max_iter", "n_jobs",
+        "penalty", "solver", "tol", "verbose", "warm_start",
+    }),
+    "torch_mlp": frozenset({
+        "hidden_sizes", "embedding_dim", "dropout", "epochs", "batch_size", "learning_rate", "weight_decay",
+        "patience", "validation_fraction", "add_missing_indicator",
+    }),
+}  # fmt: skip
+
+
 class TrainingSpec(_Strict):
     """What the first model is trained on, and how."""
 
@@ -110,6 +131,19 @@ class TrainingSpec(_Strict):
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         description="Tolerations of the training pod when gpus > 0 (GPU nodes are usually tainted).",
     )
+
+    @model_validator(mode="after")
+    def _params_fit_model(self) -> TrainingSpec:
+        # Caught here, at load, rather than minutes later in the training step: switching
+        # training.model while keeping the previous family's params is the usual way to get it wrong.
+        unknown = sorted(set(self.params) - MODEL_PARAMS[self.model])
+        if unknown:
+            hint = "; the seed is training.seed" if {"seed", "random_state"} & set(unknown) else ""
+            raise ValueError(
+                f"params: {self.model} does not take {unknown}{hint}; "
+                f"it takes {sorted(MODEL_PARAMS[self.model], key=str.lower)}"
+            )
+        return self
 
 
 class GatesSpec(_Strict):

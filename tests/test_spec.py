@@ -24,6 +24,8 @@ def test_shipped_spec_loads_and_fits_its_data() -> None:
         ({"trainig": {}}, "trainig", "unknown key"),
         ({"training": {"seed": "abc"}}, "training.seed", "valid integer"),
         ({"training": {"model": "xgboost"}}, "training.model", "sklearn_hgb"),
+        ({"training": {"model": "torch_mlp", "params": {"max_iter": 200}}}, "training", "torch_mlp does not take ['max_iter']"),
+        ({"training": {"params": {"random_state": 1}}}, "training", "the seed is training.seed"),
         ({"label": {"column": "realrinc"}}, "label", "exactly one of label.threshold or label.positive_value"),
         ({"gates": {"min_metrics": {"auc": 0.7}}}, "gates", "unknown metric"),
         ({"name": "Bad Name"}, "name", "lower_snake_case"),
@@ -85,3 +87,20 @@ def test_two_specs_with_one_name_are_rejected(gss_slice: Path, write_spec) -> No
     second = write_spec(gss_spec(gss_slice), "b.yaml")
     with pytest.raises(SpecError, match=f"{second}: name: 'gss_slice' is already used"):
         load_specs(second.parent)
+
+
+def test_model_params_match_the_pinned_estimators() -> None:
+    """MODEL_PARAMS (read at load, without importing the estimators) against their signatures."""
+    import inspect
+
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_assets.ml.torch_mlp import TorchMLPClassifier
+    from mlops_assets.spec import MODEL_PARAMS
+
+    set_by_the_product = {"random_state", "categorical_features"}
+    assert MODEL_PARAMS["sklearn_hgb"] == set(HistGradientBoostingClassifier().get_params()) - set_by_the_product
+    assert MODEL_PARAMS["sklearn_logreg"] == set(LogisticRegression().get_params()) - set_by_the_product
+    torch_args = set(inspect.signature(TorchMLPClassifier.__init__).parameters)
+    assert MODEL_PARAMS["torch_mlp"] == torch_args - {"self", "numeric", "categorical", "seed", "device", "checkpoint_dir", "on_epoch"}

@@ -12,6 +12,8 @@ from typing import Any
 
 import dagster as dg
 from dagster_k8s import K8sRunLauncher
+from dagster_postgres.utils import get_conn_string
+from sqlalchemy.engine import make_url
 
 from mlops_assets.definitions import build_definitions
 from resources.settings import Settings, build_resources
@@ -153,6 +155,24 @@ def test_values_configure_a_real_dagster_instance(tmp_path: Path) -> None:
         assert instance.run_monitoring_start_timeout_seconds >= 300
         assert instance.run_monitoring_cancel_timeout_seconds > 0
         assert instance.run_retries_enabled and instance.run_retries_max_retries >= 1
+
+
+def test_dagster_storage_url_uses_an_installed_postgres_driver() -> None:
+    """The chart renders ``postgres_db`` from these values; the URL dagster-postgres builds from it
+    must name a driver this image has (a bare postgresql:// means psycopg 3 under SQLAlchemy 2.1).
+    """
+    pg = load_values()["postgresql"]
+    url = get_conn_string(
+        username=pg["postgresqlUsername"],
+        password="secret",
+        hostname=pg["postgresqlHost"],
+        db_name=pg["postgresqlDatabase"],
+        port=str(pg["service"]["port"]),
+        params=pg.get("postgresqlParams"),
+        scheme=pg.get("postgresqlScheme") or "postgresql",
+    )
+    dialect = make_url(url).get_dialect()
+    dialect.import_dbapi()  # raises ModuleNotFoundError naming the missing driver
 
 
 def test_one_retrain_per_model_at_a_time(tmp_path: Path) -> None:
