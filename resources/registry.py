@@ -159,6 +159,26 @@ def _actor() -> str:
     return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
+def is_tracking_outage(error: BaseException) -> bool:
+    """Whether ``error`` comes from not reaching the tracking server at all, as opposed to the
+    server answering with a refusal (a missing model, a bad request), which a retry cannot fix.
+
+    MLflow's REST client re-raises what ``requests`` raised as an ``MlflowException``, sometimes
+    with the original only as implicit context, so the whole chain is searched.
+    """
+    import requests
+
+    unreachable = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError)
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, unreachable):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 class MlflowRegistry(dg.ConfigurableResource):
     """Experiment tracking and the model registry on one MLflow store."""
 
@@ -174,6 +194,15 @@ class MlflowRegistry(dg.ConfigurableResource):
         "else a file lock beside a SQLite or file store, else re-read-after-write verification.",
     )
     lock_timeout_s: float = Field(default=120.0, description="How long a champion move waits for the lock.")
+    outage_retries: int = Field(
+        default=3,
+        ge=0,
+        description="How many times a step retries when the tracking server cannot be reached "
+        "(refused, reset, timed out, 5xx after the client's own retries). Other errors are not retried.",
+    )
+    outage_wait_s: float = Field(
+        default=30.0, gt=0, description="Wait before the first such retry, doubled for each later one."
+    )
 
     def client(self) -> MlflowClient:
         from mlflow import MlflowClient
@@ -299,8 +328,8 @@ class MlflowRegistry(dg.ConfigurableResource):
         its signature, extra artifacts; then a registered version carrying ``tags``.
 
         Args:
-            run_id: a run made by ``start_run`` (training that logged while it ran) to finish;
-                default: a new run.
+            run_id: a run made by ``open_training_run`` (training that logged while it ran) to
+                finish; default: a new run.
         """
         import mlflow
         from mlflow.models import infer_signature
@@ -342,10 +371,23 @@ class MlflowRegistry(dg.ConfigurableResource):
             self.client().set_tag(run.info.run_id, TAG_REGISTERED_VERSION, str(mv.version))
         return self._version(self.client().get_model_version(name, str(mv.version)))
 
-    def start_run(self, *, experiment: str, tags: dict[str, str]) -> str:
-        """A RUNNING MLflow run for training that logs while it runs; ``log_and_register(run_id=...)``
-        finishes it. Returns its id."""
-        return self.client().create_run(self.experiment_id(experiment), tags=tags).info.run_id
+    def open_training_run(self, *, experiment: str, tags: dict[str, str]) -> str:
+        """The MLflow run one training logs to; ``log_and_register(run_id=...)`` finishes it.
+
+        A run still RUNNING from an earlier attempt of the same Dagster run on the same data (``tags``
+        carry both) is taken up again rather than left dangling: an attempt cut off by a tracking
+        server outage could not mark its run failed, and its retry continues the same run, so one
+        training keeps one run and a resumed torch model one whole curve. Returns the run's id.
+        """
+        client = self.client()
+        experiment_id = self.experiment_id(experiment)
+        same_attempts = " and ".join(f"tags.`{key}` = '{tags[key]}'" for key in (TAG_DAGSTER_RUN, TAG_FINGERPRINT))
+        unfinished = client.search_runs(
+            [experiment_id], filter_string=f"{same_attempts} and attributes.status = 'RUNNING'", max_results=1
+        )
+        if unfinished:
+            return unfinished[0].info.run_id
+        return client.create_run(experiment_id, tags=tags).info.run_id
 
     def log_metrics(self, run_id: str, metrics: list[tuple[str, float, int]]) -> None:
         """Logs ``(key, value, step)`` metrics to a run in one request."""

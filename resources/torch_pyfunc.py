@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import mlflow
+import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -22,7 +24,9 @@ class TorchMLPModel(PythonModel):
 
         self.model = TorchMLPClassifier.load(context.artifacts["torch_model"])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # DataFrame in, array out, not Any: MLflow tries to build a schema from any other hint and warns that
+    # it cannot; the logged signature (from the training data) is what it enforces.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         return self.model.predict_proba(model_input)[:, 1]
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import dagster as dg
 
@@ -11,6 +16,8 @@ from mlops_assets.spec import PipelineSpec
 
 TAG_MODEL = "mlops/model"
 TAG_TRIGGER = "mlops/trigger"
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -53,3 +60,49 @@ def _cell(value: object) -> str | int | float | bool:
     if isinstance(value, int | bool | str):
         return value
     return str(value)
+
+
+def retry_on_tracking_outage(compute: F) -> F:
+    """Retry the step, with Dagster's ``RetryRequested``, when it fails because the MLflow
+    tracking server cannot be reached (a restart, a network blip); fail at once on anything else.
+
+    A Dagster ``RetryPolicy`` would retry every failure, and retrying a refused gate or a bad batch
+    only repeats it. The registry resource sets the policy (``outage_retries`` times, waiting
+    ``outage_wait_s`` doubled each time); the compute function must take ``registry``. Steps are
+    safe to repeat: a model trained on the same data reuses its version, torch training resumes
+    from its last checkpoint, and a champion move left pending is finished by the next one.
+    """
+
+    @contextmanager
+    def outage_becomes_retry(context: dg.AssetExecutionContext, registry: Any) -> Iterator[None]:
+        from resources.registry import is_tracking_outage
+
+        try:
+            yield
+        except Exception as error:
+            if not is_tracking_outage(error) or registry.outage_retries == 0:
+                raise
+            wait = registry.outage_wait_s * 2**context.retry_number
+            if context.retry_number < registry.outage_retries:
+                context.log.warning(
+                    "MLflow tracking server %s unreachable (%s); retry %d of %d in %.0fs",
+                    registry.tracking_uri, type(error).__name__, context.retry_number + 1,
+                    registry.outage_retries, wait,
+                )  # fmt: skip
+            raise dg.RetryRequested(max_retries=registry.outage_retries, seconds_to_wait=wait) from error
+
+    if inspect.isgeneratorfunction(compute):
+
+        @functools.wraps(compute)
+        def events(context: dg.AssetExecutionContext, **kwargs: Any) -> Iterator[Any]:
+            with outage_becomes_retry(context, kwargs["registry"]):
+                yield from compute(context, **kwargs)
+
+        return events  # type: ignore[return-value]
+
+    @functools.wraps(compute)
+    def result(context: dg.AssetExecutionContext, **kwargs: Any) -> Any:
+        with outage_becomes_retry(context, kwargs["registry"]):
+            return compute(context, **kwargs)
+
+    return result  # type: ignore[return-value]

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlops_assets.assets.common import ModelPipeline, table
+from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage, table
 from resources.lake import Lake
 from resources.registry import MlflowRegistry
 
@@ -54,6 +54,7 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "predictions in production, checked against the spec's fairness limits."
         ),
     )
+    @retry_on_tracking_outage
     def predictions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
         import numpy as np
         import pandas as pd
@@ -151,6 +152,7 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "beside it and linked here."
         ),
     )
+    @retry_on_tracking_outage
     def drift_report(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
         import tempfile
         from pathlib import Path

@@ -12,7 +12,7 @@ import json
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.assets.common import ModelPipeline, table
+from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage, table
 from resources.lake import Lake
 from resources.registry import MlflowRegistry
 
@@ -50,6 +50,7 @@ def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "with demographic parity and equalized odds differences."
         ),
     )
+    @retry_on_tracking_outage
     def evaluation(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
         from mlops_assets.ml.data import LABEL
         from mlops_assets.ml.evaluation import evaluate
@@ -110,6 +111,7 @@ def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "reason and the failed gates are recorded in the decision and the champion history."
         ),
     )
+    @retry_on_tracking_outage
     def promotion(
         context: dg.AssetExecutionContext, config: PromotionConfig, lake: Lake, registry: MlflowRegistry
     ) -> dg.MaterializeResult:

@@ -9,7 +9,7 @@ who, when and why. Model cards and explanations are built from the same lineage 
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.assets.common import TAG_TRIGGER, ModelPipeline, table
+from mlops_assets.assets.common import TAG_TRIGGER, ModelPipeline, retry_on_tracking_outage, table
 from mlops_assets.assets.evaluation import champion_history_table, registry_pool
 from resources.lake import Lake
 from resources.registry import MlflowRegistry
@@ -92,6 +92,7 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "kept in the lake as `model_card/v<version>.md`; the champion's card is shown here."
         ),
     )
+    @retry_on_tracking_outage
     def model_card(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
         from resources.registry import CHALLENGER, CHAMPION
 
@@ -127,6 +128,7 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "and its champion history: what `mlops explain <model> --batch <batch>` prints."
         ),
     )
+    @retry_on_tracking_outage
     def explanation(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
         from mlops_assets.explain import explain, render_text
 

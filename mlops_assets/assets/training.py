@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.assets.common import ModelPipeline, table
+from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage, table
 from resources.lake import Lake
 from resources.registry import MlflowRegistry, RegisteredModel
 
@@ -109,6 +109,7 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
             "code and spec again reuses the existing version instead of adding one."
         ),
     )
+    @retry_on_tracking_outage
     def model(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
         from mlops_assets.ml.data import LABEL
         from mlops_assets.ml.drift import ReferenceProfile
@@ -141,10 +142,9 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
             TAG_CODE_VERSION: code_version(),
             TAG_BATCHES: ",".join(manifest["batches"]),
         }
-        run_id = None
+        # The MLflow run exists before training, so a torch model's curve fills in while it trains.
+        run_id = registry.open_training_run(experiment=spec.name, tags=tags)
         if spec.training.model == "torch_mlp":
-            # The MLflow run exists before training so the curve fills in while it trains.
-            run_id = registry.start_run(experiment=spec.name, tags=tags)
             _fit_torch(context, estimator, inputs, y, lake=lake, registry=registry, run_id=run_id, fingerprint=fingerprint)
         else:
             estimator.fit(inputs, y)

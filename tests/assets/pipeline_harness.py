@@ -25,7 +25,7 @@ class Harness:
         self.defs = build_definitions(self.settings)
         self.instance = instance or dg.DagsterInstance.ephemeral()
         self.name = name
-        self.resources = self.defs.resources
+        self.resources = dict(self.defs.resources)  # tests swap a resource without touching the definitions
 
     def key(self, noun: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, noun])

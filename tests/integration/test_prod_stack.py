@@ -2,7 +2,8 @@
 with a PostgreSQL backend store, the lake and artifacts on fsspec URIs (local folders here).
 
 One spec, one session: history, a first champion, a drifted batch, a retrain and its promotion;
-then the tracking server is stopped in the middle of training the next model.
+then the tracking server is stopped in the middle of training the next model, for longer than the
+step's outage retries last and then for a few seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from resources.registry import CHAMPION, MlflowRegistry
+from resources.registry import CHAMPION, TAG_DAGSTER_RUN, MlflowRegistry
 from resources.settings import PROD_ENV_VARS
 from tests.assets.pipeline_harness import Harness
 from tests.conftest import gss, gss_spec
@@ -119,63 +120,102 @@ def test_history_batch_drift_retrain_and_promotion_land_in_postgres_and_the_regi
     assert list((prod_stack.home / "prod" / "artifacts").rglob("model.skops")), "no model artifact in the server's root"
 
 
-@pytest.mark.timeout(900)
-def test_mlflow_down_mid_training_fails_fast_leaves_no_version_and_sensors_still_tick(
-    prod: ProdHarness, prod_stack: ProdStack
-) -> None:
-    for step in (prod.materialize(BATCH_ASSETS, "2012"),):
-        assert step.success, prod.failure_message(step)
-    before = registry(prod_stack).versions(NAME)
-    champion = champion_over_http(prod_stack)
-    experiment = prod_stack.mlflow_get("experiments/get-by-name", experiment_name=NAME)["experiment"]
-    known_runs = {r["info"]["run_id"] for r in _runs(prod_stack, experiment["experiment_id"])}
-
+def _train_while_the_server_stops(prod: ProdHarness, stack: ProdStack, *, down_for_s: float | None):
+    """Train batch 2012; once the model's MLflow run exists (mid-step, before its version is
+    registered) stop the tracking server, and start it again after ``down_for_s`` (None: not in
+    this call). Returns the result and the seconds from the stop to the run's end.
+    """
+    experiment = stack.mlflow_get("experiments/get-by-name", experiment_name=NAME)["experiment"]
+    known_runs = {r["info"]["run_id"] for r in _runs(stack, experiment["experiment_id"])}
     outcome: dict[str, object] = {}
 
     def train() -> None:
-        started = time.monotonic()
         outcome["result"] = prod.train("2012")
-        outcome["seconds"] = time.monotonic() - started
+        outcome["ended"] = time.monotonic()
 
     worker = threading.Thread(target=train)
     worker.start()
-    # Stop the server once the model's MLflow run exists: mid-step, before its version is registered.
     deadline = time.monotonic() + 300
-    while not ({r["info"]["run_id"] for r in _runs(prod_stack, experiment["experiment_id"])} - known_runs):
+    while not ({r["info"]["run_id"] for r in _runs(stack, experiment["experiment_id"])} - known_runs):
         assert worker.is_alive(), "training finished before its MLflow run was seen"
         assert time.monotonic() < deadline, "no MLflow run appeared within 300s"
         time.sleep(0.2)
-    prod_stack.run("stop", "mlflow")
+    stack.run("stop", "mlflow")
     stopped_at = time.monotonic()
-
-    # No sensor calls MLflow: every tick ends quickly with the server down.
-    for sensor in prod.defs.sensors:
-        started = time.monotonic()
-        context = dg.build_sensor_context(instance=prod.instance, resources=prod.resources, definitions=prod.defs)
-        data = prod.defs.resolve_sensor_def(sensor.name).evaluate_tick(context)
-        assert time.monotonic() - started < 10, f"{sensor.name} took {time.monotonic() - started:.0f}s"
-        assert data.run_requests or data.skip_message is not None, sensor.name
-
+    if down_for_s is not None:
+        time.sleep(down_for_s)
+        stack.run("start", "mlflow")
+    else:
+        # No sensor calls MLflow: every tick ends quickly with the server down.
+        for sensor in prod.defs.sensors:
+            started = time.monotonic()
+            context = dg.build_sensor_context(instance=prod.instance, resources=prod.resources, definitions=prod.defs)
+            data = prod.defs.resolve_sensor_def(sensor.name).evaluate_tick(context)
+            assert time.monotonic() - started < 10, f"{sensor.name} took {time.monotonic() - started:.0f}s"
+            assert data.run_requests or data.skip_message is not None, sensor.name
     worker.join(timeout=300)
     assert not worker.is_alive(), "the run did not end within 300s of the server stopping"
     result = outcome["result"]
     assert isinstance(result, dg.ExecuteInProcessResult)
+    return result, float(outcome["ended"]) - stopped_at  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(900)
+def test_mlflow_down_mid_training_retries_then_fails_leaving_no_version(prod: ProdHarness, prod_stack: ProdStack) -> None:
+    for step in (prod.materialize(BATCH_ASSETS, "2012"),):
+        assert step.success, prod.failure_message(step)
+    before = registry(prod_stack).versions(NAME)
+    champion = champion_over_http(prod_stack)
+    prod.resources["registry"] = _registry_resource(outage_retries=1, outage_wait_s=2)
+    try:
+        result, seconds = _train_while_the_server_stops(prod, prod_stack, down_for_s=None)
+    finally:
+        prod.resources["registry"] = _registry_resource()
+        prod_stack.run("start", "mlflow")
+
     assert not result.success
+    assert _retries(result) == 1, "the step is retried once (outage_retries=1) before it fails"
     message = _failure_chain(result)
+    assert "Exceeded max_retries of 1" in message
     assert prod_stack.tracking_uri.removeprefix("http://") in message, message
     # MLFLOW_HTTP_REQUEST_MAX_RETRIES/BACKOFF_FACTOR from the env file: seconds, not MLflow's ~4 minutes.
-    assert time.monotonic() - stopped_at < 90, f"the run took {time.monotonic() - stopped_at:.0f}s to fail"
+    assert seconds < 90, f"the run took {seconds:.0f}s to fail"
     failed_steps = {e.step_key for e in result.all_events if e.is_step_failure}
     assert failed_steps == {f"{NAME}__model"}, failed_steps
-
-    prod_stack.run("start", "mlflow")
     assert [v.version for v in registry(prod_stack).versions(NAME)] == [v.version for v in before]
     assert champion_over_http(prod_stack) == champion
 
-    # Once the server is back, the same run succeeds: the failure was the outage.
-    again = prod.train("2012")
-    assert again.success, prod.failure_message(again)
-    assert len(registry(prod_stack).versions(NAME)) == len(before) + 1
+
+@pytest.mark.timeout(900)
+def test_a_short_mlflow_outage_mid_training_is_ridden_out_by_the_retry(prod: ProdHarness, prod_stack: ProdStack) -> None:
+    before = registry(prod_stack).versions(NAME)
+    prod.resources["registry"] = _registry_resource(outage_retries=4, outage_wait_s=5)
+    try:
+        result, _ = _train_while_the_server_stops(prod, prod_stack, down_for_s=3)
+    finally:
+        prod.resources["registry"] = _registry_resource()
+
+    assert result.success, prod.failure_message(result)
+    assert _retries(result) >= 1
+    after = registry(prod_stack).versions(NAME)
+    assert len(after) == len(before) + 1, "one training, one version"
+    # The retry took up the run its first attempt could not close: no run is left RUNNING.
+    experiment = prod_stack.mlflow_get("experiments/get-by-name", experiment_name=NAME)["experiment"]
+    mine = [r for r in _runs(prod_stack, experiment["experiment_id"]) if _tag(r, TAG_DAGSTER_RUN) == result.run_id]
+    assert [r["info"]["status"] for r in mine] == ["FINISHED"], mine
+
+
+def _registry_resource(**outage_policy: float) -> MlflowRegistry:
+    """The prod profile's registry resource (resources/settings.py), with another outage policy."""
+    return MlflowRegistry(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), artifact_root="", **outage_policy)
+
+
+def _retries(result: dg.ExecuteInProcessResult) -> int:
+    return sum(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
+
+
+def _tag(run: dict, key: str) -> str | None:
+    return next((t["value"] for t in run["data"].get("tags", []) if t["key"] == key), None)
 
 
 def _failure_chain(result: dg.ExecuteInProcessResult) -> str:

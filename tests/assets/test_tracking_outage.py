@@ -1,0 +1,91 @@
+"""A tracking server that cannot be reached makes a step retry with backoff; any other failure
+fails it at once. The outage here is real: a port on 127.0.0.1 with nothing listening.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from resources.registry import MlflowRegistry, is_tracking_outage
+from resources.settings import LocalMlflowRegistry
+from tests.assets.pipeline_harness import Harness
+
+SCORING = ["predictions"]
+
+
+def closed_port_uri() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # closed again: connections are refused
+
+
+@pytest.fixture
+def fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    # MLflow's own client retries for minutes by default; the prod env file shortens it the same way.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+def test_refused_connection_is_an_outage_and_a_missing_model_is_not(tmp_path: Path, fail_fast: None) -> None:
+    from mlflow.exceptions import MlflowException
+
+    down = MlflowRegistry(tracking_uri=closed_port_uri(), artifact_root="")
+    with pytest.raises(MlflowException) as refused:
+        down.client().get_registered_model("anything")
+    assert is_tracking_outage(refused.value)
+
+    store = LocalMlflowRegistry(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=str(tmp_path / "a"))
+    with pytest.raises(MlflowException) as missing:
+        store.client().get_registered_model("anything")
+    assert not is_tracking_outage(missing.value)
+
+
+def _scoring_with(harness: Harness, registry: MlflowRegistry, batch: str) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        harness.defs.assets,
+        instance=harness.instance,
+        selection=[harness.key(n) for n in SCORING],
+        partition_key=batch,
+        resources={**harness.resources, "registry": registry},
+        raise_on_error=False,
+    )
+
+
+def _retries(result: dg.ExecuteInProcessResult) -> int:
+    return sum(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
+
+
+def test_unreachable_server_retries_with_backoff_then_fails_naming_it(scored_pipeline: Harness, fail_fast: None) -> None:
+    h = scored_pipeline
+    before = h.metadata("predictions", "2010")
+    uri = closed_port_uri()
+    result = _scoring_with(h, MlflowRegistry(tracking_uri=uri, artifact_root="", outage_retries=2, outage_wait_s=0.1), "2010")
+
+    assert not result.success
+    assert _retries(result) == 2
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    error = failure.step_failure_data.error
+    assert "Exceeded max_retries of 2" in error.message
+    chain = []
+    while error is not None:
+        chain.append(error.message)
+        error = error.cause
+    assert any(uri.removeprefix("http://") in m for m in chain), chain
+    waits = [e.event_specific_data.seconds_to_wait for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert waits == pytest.approx([0.1, 0.2]), "the wait doubles"
+    # The batch's scores from the healthy run are untouched.
+    assert h.metadata("predictions", "2010") == before
+
+
+def test_a_failure_that_is_not_an_outage_is_not_retried(scored_pipeline: Harness, tmp_path: Path) -> None:
+    h = scored_pipeline
+    empty = LocalMlflowRegistry(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}", artifact_root=str(tmp_path / "a"))
+    result = _scoring_with(h, empty, "2010")
+    assert not result.success
+    assert _retries(result) == 0
+    assert "no version is champion" in h.failure_message(result)
