@@ -43,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     history_parser.add_argument("model", help="spec name")
     history_parser.add_argument("--at", help="an ISO time (UTC unless it has an offset): print that moment's champion")
     args = parser.parse_args(argv)
+    # MLflow draws a progress bar per artifact download from a tracking server, three of them
+    # before the first line of `mlops explain`: noise in a terminal answer and in logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = Settings.from_env()
     if args.command == "init":
         from mlops_assets.demo import ensure_instance

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_assets.spec import PipelineSpec
-from resources.settings import Settings
+from resources.settings import Settings, resolved_resources
 
 CODE_LOCATION = "mlops_assets.definitions"
 
@@ -132,14 +132,17 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
     print_summary(spec, settings, rows)
     print(f"\nDone in {time.monotonic() - started:.0f}s. Where to look next:")
     print("  make ui         Dagster UI at http://127.0.0.1:3000 (lineage, checks, runs, sensors)")
-    print("  make mlflow-ui  MLflow UI at http://127.0.0.1:5000 (runs, registered model, aliases)")
+    if settings.env == "prod":
+        # The tracking server started by scripts/prod-stack.sh serves the UI itself.
+        tracking_uri = resolved_resources(settings)["registry"].tracking_uri
+        print(f"  MLflow UI       {tracking_uri} (runs, registered model, aliases)")
+    else:
+        print("  make mlflow-ui  MLflow UI at http://127.0.0.1:5000 (runs, registered model, aliases)")
     print(f"  drift reports   {_reports_location(settings, name)}")
     return 0 if all(r["scored"] for r in rows) else 1
 
 
 def _reports_location(settings: Settings, name: str) -> str:
-    from resources.settings import resolved_resources
-
     return resolved_resources(settings)["lake"].uri(name, "drift_report", "<batch>", "html")
 
 
