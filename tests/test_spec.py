@@ -24,7 +24,11 @@ def test_shipped_spec_loads_and_fits_its_data() -> None:
         ({"trainig": {}}, "trainig", "unknown key"),
         ({"training": {"seed": "abc"}}, "training.seed", "valid integer"),
         ({"training": {"model": "xgboost"}}, "training.model", "sklearn_hgb"),
-        ({"training": {"model": "torch_mlp", "params": {"max_iter": 200}}}, "training", "torch_mlp does not take ['max_iter']"),
+        (
+            {"training": {"model": "torch_mlp", "params": {"max_iter": 200}}},
+            "training",
+            "torch_mlp does not take ['max_iter']",
+        ),
         ({"training": {"params": {"random_state": 1}}}, "training", "the seed is training.seed"),
         ({"label": {"column": "realrinc"}}, "label", "exactly one of label.threshold or label.positive_value"),
         ({"gates": {"min_metrics": {"auc": 0.7}}}, "gates", "unknown metric"),
@@ -103,4 +107,5 @@ def test_model_params_match_the_pinned_estimators() -> None:
     assert MODEL_PARAMS["sklearn_hgb"] == set(HistGradientBoostingClassifier().get_params()) - set_by_the_product
     assert MODEL_PARAMS["sklearn_logreg"] == set(LogisticRegression().get_params()) - set_by_the_product
     torch_args = set(inspect.signature(TorchMLPClassifier.__init__).parameters)
-    assert MODEL_PARAMS["torch_mlp"] == torch_args - {"self", "numeric", "categorical", "seed", "device", "checkpoint_dir", "on_epoch"}
+    set_per_run = {"self", "numeric", "categorical", "seed", "device", "checkpoint_dir", "on_epoch"}
+    assert MODEL_PARAMS["torch_mlp"] == torch_args - set_per_run

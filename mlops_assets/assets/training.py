@@ -114,7 +114,7 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
         from mlops_assets.ml.data import LABEL
         from mlops_assets.ml.drift import ReferenceProfile
         from mlops_assets.ml.lineage import code_version
-        from mlops_assets.ml.trainers import build_estimator, prepare_inputs
+        from mlops_assets.ml.trainers import build_estimator, effective_params, prepare_inputs
         from resources.registry import (
             CHALLENGER, TAG_BATCHES, TAG_CODE_VERSION, TAG_DAGSTER_RUN, TAG_FINGERPRINT,
         )  # fmt: skip
@@ -161,7 +161,10 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
             experiment=spec.name,
             model=estimator,
             family=spec.training.model,
-            params={"family": spec.training.model, "seed": spec.training.seed, **spec.training.params},
+            params={
+                "family": spec.training.model, "seed": spec.training.seed,
+                **effective_params(spec.training.model, estimator),
+            },  # fmt: skip
             metrics={"train_roc_auc": train_auc, "train_rows": float(len(train))},
             train_inputs=inputs,
             training_frame=train,

@@ -111,6 +111,16 @@ def build_estimator(
     return Pipeline([("preprocess", columns), ("model", model)])
 
 
+def effective_params(family: ModelFamily, estimator: Any) -> dict[str, Any]:
+    """The hyper-parameters ``estimator`` trains with: the spec's ``training.params`` and every
+    default it left alone, so the MLflow run records what was used, not only what was written.
+    """
+    from mlops_assets.spec import MODEL_PARAMS
+
+    model = estimator if family == "torch_mlp" else estimator.named_steps["model"]
+    return {k: v for k, v in sorted(model.get_params(deep=False).items()) if k in MODEL_PARAMS[family]}
+
+
 def _with_params(cls: type, params: dict[str, Any], **fixed: Any) -> Any:
     try:
         return cls(**{**fixed, **params})

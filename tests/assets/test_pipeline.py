@@ -41,6 +41,9 @@ def test_history_produces_a_registered_champion(harness: Harness) -> None:
     tags = champion.tags
     assert tags["mlops.training_batches"] == "1974,1975,1976"
     assert tags["mlops.dagster_run_id"] and tags["mlops.code_version"]
+    # The product's default max_iter, not in the spec, is recorded with the run all the same.
+    params = registry(harness).client().get_run(champion.run_id).data.params
+    assert (params["family"], params["max_iter"], params["C"]) == ("sklearn_logreg", "1000", "1.0"), params
     model = harness.metadata("model")
     assert model["reused_existing_version"] is False
     dataset = harness.metadata("training_dataset")

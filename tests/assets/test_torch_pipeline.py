@@ -35,6 +35,9 @@ def test_torch_model_is_trained_registered_promoted_and_served(tmp_path: Path, g
     assert champion is not None and champion.family == "torch_mlp"
     curve = registry.client().get_metric_history(champion.run_id, "val_loss")
     assert [m.step for m in curve] == list(range(1, len(curve) + 1)) and len(curve) >= 3
+    # The run records the hyper-parameters used: the spec's and the defaults it left alone.
+    params = registry.client().get_run(champion.run_id).data.params
+    assert (params["epochs"], params["patience"], params["hidden_sizes"]) == ("8", "3", "(64, 32)"), params
     fingerprint = h.metadata("training_dataset")["training_fingerprint"]
     assert lake.exists(NAME, "checkpoints", fingerprint, "pt"), "the per-epoch checkpoint must reach the lake"
 

@@ -60,11 +60,14 @@ def _retries(result: dg.ExecuteInProcessResult) -> int:
     return sum(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
 
 
-def test_unreachable_server_retries_with_backoff_then_fails_naming_it(scored_pipeline: Harness, fail_fast: None) -> None:
+def test_unreachable_server_retries_with_backoff_then_fails_naming_it(
+    scored_pipeline: Harness, fail_fast: None
+) -> None:
     h = scored_pipeline
     before = h.metadata("predictions", "2010")
     uri = closed_port_uri()
-    result = _scoring_with(h, MlflowRegistry(tracking_uri=uri, artifact_root="", outage_retries=2, outage_wait_s=0.1), "2010")
+    down = MlflowRegistry(tracking_uri=uri, artifact_root="", outage_retries=2, outage_wait_s=0.1)
+    result = _scoring_with(h, down, "2010")
 
     assert not result.success
     assert _retries(result) == 2
@@ -76,7 +79,8 @@ def test_unreachable_server_retries_with_backoff_then_fails_naming_it(scored_pip
         chain.append(error.message)
         error = error.cause
     assert any(uri.removeprefix("http://") in m for m in chain), chain
-    waits = [e.event_specific_data.seconds_to_wait for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    waits = [e.event_specific_data.seconds_to_wait for e in retries]
     assert waits == pytest.approx([0.1, 0.2]), "the wait doubles"
     # The batch's scores from the healthy run are untouched.
     assert h.metadata("predictions", "2010") == before

@@ -161,7 +161,9 @@ def _train_while_the_server_stops(prod: ProdHarness, stack: ProdStack, *, down_f
 
 
 @pytest.mark.timeout(900)
-def test_mlflow_down_mid_training_retries_then_fails_leaving_no_version(prod: ProdHarness, prod_stack: ProdStack) -> None:
+def test_mlflow_down_mid_training_retries_then_fails_leaving_no_version(
+    prod: ProdHarness, prod_stack: ProdStack
+) -> None:
     for step in (prod.materialize(BATCH_ASSETS, "2012"),):
         assert step.success, prod.failure_message(step)
     before = registry(prod_stack).versions(NAME)
@@ -187,7 +189,9 @@ def test_mlflow_down_mid_training_retries_then_fails_leaving_no_version(prod: Pr
 
 
 @pytest.mark.timeout(900)
-def test_a_short_mlflow_outage_mid_training_is_ridden_out_by_the_retry(prod: ProdHarness, prod_stack: ProdStack) -> None:
+def test_a_short_mlflow_outage_mid_training_is_ridden_out_by_the_retry(
+    prod: ProdHarness, prod_stack: ProdStack
+) -> None:
     before = registry(prod_stack).versions(NAME)
     prod.resources["registry"] = _registry_resource(outage_retries=4, outage_wait_s=5)
     try:
