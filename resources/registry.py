@@ -28,6 +28,7 @@ import socket
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -347,10 +348,12 @@ class MlflowRegistry(dg.ConfigurableResource):
         with started as run:
             mlflow.log_params({k: str(v) for k, v in params.items()})
             mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
-            mlflow.log_input(
-                mlflow.data.from_pandas(training_frame, name=f"{name}_training", targets=label_column),
-                context="training",
-            )
+            with warnings.catch_warnings():
+                # The dataset's schema is a record of the training data, never enforced on input,
+                # so MLflow's hint about integer columns and missing values does not apply to it.
+                warnings.filterwarnings("ignore", message=r"[\s\S]*Inferred schema contains integer column")
+                dataset = mlflow.data.from_pandas(training_frame, name=f"{name}_training", targets=label_column)
+                mlflow.log_input(dataset, context="training")  # infers the schema here, lazily
             with tempfile.TemporaryDirectory() as tmp:
                 for filename, data in extra_artifacts.items():
                     (Path(tmp) / filename).write_bytes(data)
