@@ -76,6 +76,18 @@ def write_spec(tmp_path: Path):  # noqa: ANN201
 SLICE_YEARS = [1974, 1975, 1976, 2010, 2012]
 
 
+def write_gss_pipeline(root: Path, years: list[int], **spec_overrides: object) -> Path:
+    """``root``/data/gss.parquet with ``years`` of GSS and ``root``/pipelines/spec.yaml on it;
+    returns the pipelines folder."""
+    source = root / "data" / "gss.parquet"
+    source.parent.mkdir(parents=True)
+    frame = gss()
+    frame[frame["year"].isin(years)].to_parquet(source, index=False)
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "spec.yaml").write_text(yaml.safe_dump(gss_spec(source, **spec_overrides)))
+    return root / "pipelines"
+
+
 @pytest.fixture(scope="session")
 def scored_pipeline(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A real pipeline on three GSS years of history with a champion, and batch 2010 scored.
@@ -85,13 +97,7 @@ def scored_pipeline(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     from tests.assets.pipeline_harness import Harness
 
     root = tmp_path_factory.mktemp("pipeline")
-    source = root / "data" / "gss.parquet"
-    source.parent.mkdir()
-    frame = gss()
-    frame[frame["year"].isin(SLICE_YEARS)].to_parquet(source, index=False)
-    (root / "pipelines").mkdir()
-    (root / "pipelines" / "spec.yaml").write_text(yaml.safe_dump(gss_spec(source)))
-    h = Harness(root / "home", root / "pipelines", "gss_slice")
+    h = Harness(root / "home", write_gss_pipeline(root, SLICE_YEARS), "gss_slice")
     h.history("1976")
     scored = h.materialize(["raw_batch", "validated_batch", "features", "predictions", "drift_report"], "2010")
     assert scored.success, h.failure_message(scored)

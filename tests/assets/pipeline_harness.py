@@ -51,6 +51,26 @@ class Harness:
             e.step_failure_data.error.message for e in result.all_events if e.is_step_failure and e.step_failure_data.error
         )
 
+    @staticmethod
+    def failure_chain(result: dg.ExecuteInProcessResult) -> str:
+        """Every step failure's message with its causes (``failure_message`` has the outer ones only)."""
+        lines = []
+        for event in result.all_events:
+            error = event.step_failure_data.error if event.is_step_failure and event.step_failure_data else None
+            while error is not None:
+                lines.append(error.message.strip())
+                error = error.cause
+        return "\n".join(lines)
+
+    @staticmethod
+    def retries(result: dg.ExecuteInProcessResult) -> list[float]:
+        """The wait before each step retry of the run, in order."""
+        return [
+            e.event_specific_data.seconds_to_wait
+            for e in result.all_events
+            if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+        ]
+
     def metadata(self, noun: str, partition: str | None = None) -> dict:
         event = self.instance.get_latest_materialization_event(self.key(noun))
         if partition is not None:

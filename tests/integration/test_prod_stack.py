@@ -20,7 +20,7 @@ import yaml
 from resources.registry import CHAMPION, TAG_DAGSTER_RUN, MlflowRegistry
 from resources.settings import PROD_ENV_VARS
 from tests.assets.pipeline_harness import Harness
-from tests.conftest import gss, gss_spec
+from tests.conftest import write_gss_pipeline
 from tests.integration.conftest import ProdStack
 
 pytestmark = pytest.mark.integration
@@ -48,14 +48,9 @@ class ProdHarness(Harness):
 def prod(prod_stack: ProdStack, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A pipeline with history and a first champion, on the running stack."""
     root = tmp_path_factory.mktemp("prod")
-    source = root / "data" / "gss.parquet"
-    source.parent.mkdir()
-    frame = gss()
-    frame[frame["year"].isin(YEARS)].to_parquet(source, index=False)
-    (root / "pipelines").mkdir()
-    (root / "pipelines" / "spec.yaml").write_text(yaml.safe_dump(gss_spec(source)))
+    pipelines = write_gss_pipeline(root, YEARS)
     with dg.DagsterInstance.from_config(prod_stack.env["DAGSTER_HOME"]) as instance:
-        h = ProdHarness(root / "home", root / "pipelines", instance)
+        h = ProdHarness(root / "home", pipelines, instance)
         h.history("1976")
         yield h
 
@@ -176,8 +171,8 @@ def test_mlflow_down_mid_training_retries_then_fails_leaving_no_version(
         prod_stack.run("start", "mlflow")
 
     assert not result.success
-    assert _retries(result) == 1, "the step is retried once (outage_retries=1) before it fails"
-    message = _failure_chain(result)
+    assert len(prod.retries(result)) == 1, "the step is retried once (outage_retries=1) before it fails"
+    message = prod.failure_chain(result)
     assert "Exceeded max_retries of 1" in message
     assert prod_stack.tracking_uri.removeprefix("http://") in message, message
     # MLFLOW_HTTP_REQUEST_MAX_RETRIES/BACKOFF_FACTOR from the env file: seconds, not MLflow's ~4 minutes.
@@ -200,7 +195,7 @@ def test_a_short_mlflow_outage_mid_training_is_ridden_out_by_the_retry(
         prod.resources["registry"] = _registry_resource()
 
     assert result.success, prod.failure_message(result)
-    assert _retries(result) >= 1
+    assert prod.retries(result), "the step was never retried"
     after = registry(prod_stack).versions(NAME)
     assert len(after) == len(before) + 1, "one training, one version"
     # The retry took up the run its first attempt could not close: no run is left RUNNING.
@@ -214,23 +209,8 @@ def _registry_resource(**outage_policy: float) -> MlflowRegistry:
     return MlflowRegistry(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), artifact_root="", **outage_policy)
 
 
-def _retries(result: dg.ExecuteInProcessResult) -> int:
-    return sum(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
-
-
 def _tag(run: dict, key: str) -> str | None:
     return next((t["value"] for t in run["data"].get("tags", []) if t["key"] == key), None)
-
-
-def _failure_chain(result: dg.ExecuteInProcessResult) -> str:
-    """Every step failure's message with its causes (the harness shows only the outer wrapper)."""
-    lines = []
-    for event in result.all_events:
-        error = event.step_failure_data.error if event.is_step_failure and event.step_failure_data else None
-        while error is not None:
-            lines.append(error.message.strip())
-            error = error.cause
-    return "\n".join(lines)
 
 
 def _runs(stack: ProdStack, experiment_id: str) -> list[dict]:
