@@ -10,7 +10,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export MLOPS_HOME ?= $(CURDIR)/.mlops
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: install demo test test-integration ui mlflow-ui bench-drift bench-train clean
+.PHONY: install demo test lint format test-integration ui mlflow-ui bench-drift bench-train clean
 
 install: $(VENV)/.installed
 
@@ -27,8 +27,17 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/mlops demo
 
-test: install
+# The linter and the formatter's check first: a style error fails in seconds, not after the suite.
+test: install lint
 	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # The production profile on real services (scripts/prod-stack.sh: PostgreSQL, an MLflow server),
 # started and stopped by the tests; as root it apt-get installs postgresql when it is missing.

@@ -46,7 +46,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlops_assets.ml.drift import (  # noqa: E402
+from mlops_assets.ml.drift import (
     DriftPolicy,
     DriftResult,
     ReferenceProfile,
@@ -314,8 +314,11 @@ def main() -> None:
         args.gss_years = args.gss_years or 2
         args.no_report = True
 
-    print(f"drift benchmark: synthetic {args.rows:,} x {args.cols} (reference and batch), GSS wages; "
-          f"{os.cpu_count()} CPUs", flush=True)  # fmt: skip
+    print(
+        f"drift benchmark: synthetic {args.rows:,} x {args.cols} (reference and batch), GSS wages; "
+        f"{os.cpu_count()} CPUs",
+        flush=True,
+    )
     numerical, categorical = column_kinds(args.cols)
     reference = synthetic(args.rows, args.cols, batch=False)
     start = time.perf_counter()
@@ -339,38 +342,74 @@ def main() -> None:
     diff, same, n_decisions = compare([eng["value"]], [evi["value"]])
     gss_diff, gss_same, gss_n = compare(gss_eng["value"], gss_evi["value"])
     rows = [
-        [f"synthetic {args.rows:,} x {args.cols}", secs(eng["seconds"]), secs(evi["seconds"]),
-         f"{evi['seconds'] / eng['seconds']:.0f}x", gb(eng["peak_kb"]), gb(evi["peak_kb"]),
-         f"{eng['peak_kb'] / evi['peak_kb']:.2f}x", f"{diff:.1e}", f"{'yes' if same else 'NO'} ({n_decisions})"],
-        [f"GSS wages, {len(gss_later)} years vs <=1990", secs(gss_eng["seconds"]), secs(gss_evi["seconds"]),
-         f"{gss_evi['seconds'] / gss_eng['seconds']:.0f}x", gb(gss_eng["peak_kb"]), gb(gss_evi["peak_kb"]),
-         f"{gss_eng['peak_kb'] / gss_evi['peak_kb']:.2f}x", f"{gss_diff:.1e}",
-         f"{'yes' if gss_same else 'NO'} ({gss_n})"],
-    ]  # fmt: skip
+        [
+            f"synthetic {args.rows:,} x {args.cols}",
+            secs(eng["seconds"]),
+            secs(evi["seconds"]),
+            f"{evi['seconds'] / eng['seconds']:.0f}x",
+            gb(eng["peak_kb"]),
+            gb(evi["peak_kb"]),
+            f"{eng['peak_kb'] / evi['peak_kb']:.2f}x",
+            f"{diff:.1e}",
+            f"{'yes' if same else 'NO'} ({n_decisions})",
+        ],
+        [
+            f"GSS wages, {len(gss_later)} years vs <=1990",
+            secs(gss_eng["seconds"]),
+            secs(gss_evi["seconds"]),
+            f"{gss_evi['seconds'] / gss_eng['seconds']:.0f}x",
+            gb(gss_eng["peak_kb"]),
+            gb(gss_evi["peak_kb"]),
+            f"{gss_eng['peak_kb'] / gss_evi['peak_kb']:.2f}x",
+            f"{gss_diff:.1e}",
+            f"{'yes' if gss_same else 'NO'} ({gss_n})",
+        ],
+    ]
     print()
-    header = ["case", "engine", "evidently", "speedup", "engine peak RSS", "evidently peak RSS", "memory",
-              "max |score diff|", "decisions identical"]  # fmt: skip
+    header = [
+        "case",
+        "engine",
+        "evidently",
+        "speedup",
+        "engine peak RSS",
+        "evidently peak RSS",
+        "memory",
+        "max |score diff|",
+        "decisions identical",
+    ]
     print(table(rows, header))
     floor = eng["floor_seconds"]
     print()
-    print(f"engine on the synthetic batch: {secs(eng['seconds'])} = {eng['seconds'] / floor:.1f}x one pd.isna pass "
-          f"over every cell ({secs(floor)}); profile built once at training in {secs(build_s)}, "
-          f"{len(blob) / 1e6:.0f} MB stored")  # fmt: skip
-    print(f"peak RSS above the loaded data: engine {gb(eng['peak_kb'] - eng['baseline_kb'])}, "
-          f"evidently {gb(evi['peak_kb'] - evi['baseline_kb'])}")  # fmt: skip
+    print(
+        f"engine on the synthetic batch: {secs(eng['seconds'])} = {eng['seconds'] / floor:.1f}x one pd.isna pass "
+        f"over every cell ({secs(floor)}); profile built once at training in {secs(build_s)}, "
+        f"{len(blob) / 1e6:.0f} MB stored"
+    )
+    print(
+        f"peak RSS above the loaded data: engine {gb(eng['peak_kb'] - eng['baseline_kb'])}, "
+        f"evidently {gb(evi['peak_kb'] - evi['baseline_kb'])}"
+    )
     if rep is not None:
         agree = "verdicts identical to the full check" if not rep["mismatches"] else f"differs: {rep['mismatches']}"
-        print(f"Evidently HTML report on the 50k-row samples: {secs(rep['seconds'])}, {gb(rep['peak_kb'])} peak, "
-              f"{rep['html_bytes'] / 1e6:.1f} MB HTML, {agree}")  # fmt: skip
+        print(
+            f"Evidently HTML report on the 50k-row samples: {secs(rep['seconds'])}, {gb(rep['peak_kb'])} peak, "
+            f"{rep['html_bytes'] / 1e6:.1f} MB HTML, {agree}"
+        )
     print()
     print("engine scaling (time per cell should stay flat):")
-    print(table(scaling(args, reference, synthetic(args.rows, args.cols, batch=True)),
-                ["rows", "cols", "time", "ns/cell", "vs first"]))  # fmt: skip
+    print(
+        table(
+            scaling(args, reference, synthetic(args.rows, args.cols, batch=True)),
+            ["rows", "cols", "time", "ns/cell", "vs first"],
+        )
+    )
     print()
     worst = max(diff, gss_diff)
-    print(f"drift: {evi['seconds'] / eng['seconds']:.0f}x faster than evidently, memory "
-          f"{eng['peak_kb'] / evi['peak_kb']:.2f}x, max score diff {worst:.1e}, decisions identical: "
-          f"{'yes' if same and gss_same else 'no'}")  # fmt: skip
+    print(
+        f"drift: {evi['seconds'] / eng['seconds']:.0f}x faster than evidently, memory "
+        f"{eng['peak_kb'] / evi['peak_kb']:.2f}x, max score diff {worst:.1e}, decisions identical: "
+        f"{'yes' if same and gss_same else 'no'}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rollback_parser.add_argument("--to", default="", help="version to roll back to (default: the previous champion)")
     rollback_parser.add_argument("--reason", required=True, help="why (recorded in the champion history)")
     rollback_parser.add_argument(
-        "--registry-only", action="store_true",
+        "--registry-only",
+        action="store_true",
         help="move the alias through the registry alone, without a Dagster run (when Dagster is down)",
-    )  # fmt: skip
+    )
     history_parser = commands.add_parser("history", help="every champion move; or who was champion at a time")
     history_parser.add_argument("model", help="spec name")
     history_parser.add_argument("--at", help="an ISO time (UTC unless it has an offset): print that moment's champion")
@@ -131,8 +132,10 @@ def rollback_command(settings: Settings, model: str, *, to: str, reason: str, re
         except (ValueError, LookupError, PromotionConflict) as e:
             print(f"mlops rollback: {e}")
             return 1
-        print(f"{model}: champion rolled back from version {move.from_version} to {move.to_version} by {move.actor} "
-              f"(registry only, no Dagster run): {move.reason}")  # fmt: skip
+        print(
+            f"{model}: champion rolled back from version {move.from_version} to {move.to_version} by {move.actor} "
+            f"(registry only, no Dagster run): {move.reason}"
+        )
         return 0
     from mlops_assets.definitions import build_definitions
 
@@ -148,8 +151,11 @@ def rollback_command(settings: Settings, model: str, *, to: str, reason: str, re
             raise_on_error=False,
         )
         if not result.success:
-            failures = [e.step_failure_data.error.message.strip() for e in result.all_events
-                        if e.is_step_failure and e.step_failure_data.error]  # fmt: skip
+            failures = [
+                e.step_failure_data.error.message.strip()
+                for e in result.all_events
+                if e.is_step_failure and e.step_failure_data.error
+            ]
             print(f"mlops rollback: {' '.join(failures) or 'the rollback run failed'} (run {result.run_id})")
             return 1
         (event,) = result.get_asset_materialization_events()

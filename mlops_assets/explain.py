@@ -116,12 +116,15 @@ def training_batch_evidence(
         if later:
             last = max(later, key=lambda f: f["at"])
             checks = sorted({f["check"] for f in later})
-            evidence.append(BatchEvidence(
-                batch, False,
-                f"validation failed at {_iso(last['at'])} in run {last['run_id'][:8]} "
-                f"(checks {', '.join(checks)}), after the data it was trained on was validated "
-                f"at {_iso(validated.timestamp)}",
-            ))  # fmt: skip
+            evidence.append(
+                BatchEvidence(
+                    batch,
+                    False,
+                    f"validation failed at {_iso(last['at'])} in run {last['run_id'][:8]} "
+                    f"(checks {', '.join(checks)}), after the data it was trained on was validated "
+                    f"at {_iso(validated.timestamp)}",
+                )
+            )
             continue
         features = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey([model, "features"]), asset_partitions=[batch]),
@@ -129,11 +132,14 @@ def training_batch_evidence(
         ).records
         known = [_metadata(r).get("fingerprint") for r in features]
         if fingerprint not in known:
-            evidence.append(BatchEvidence(
-                batch, False,
-                f"training data fingerprint {fingerprint} matches no features materialization of the "
-                f"batch (latest: {known[0] if known else 'none'}), so it did not come through validation",
-            ))  # fmt: skip
+            evidence.append(
+                BatchEvidence(
+                    batch,
+                    False,
+                    f"training data fingerprint {fingerprint} matches no features materialization of the "
+                    f"batch (latest: {known[0] if known else 'none'}), so it did not come through validation",
+                )
+            )
             continue
         evidence.append(BatchEvidence(batch, True, f"validated at {_iso(validated.timestamp)}, fingerprint matches"))
     return evidence
@@ -203,8 +209,9 @@ def explain(
         "training_dagster_run_id": registered.tags.get(TAG_DAGSTER_RUN),
         "code_version": registered.tags.get(TAG_CODE_VERSION),
         "training_fingerprint": registered.tags.get(TAG_FINGERPRINT),
-        "aliases": [a for a, m in ((CHAMPION, champion), (CHALLENGER, challenger))
-                    if m and m.version == registered.version],  # fmt: skip
+        "aliases": [
+            a for a, m in ((CHAMPION, champion), (CHALLENGER, challenger)) if m and m.version == registered.version
+        ],
         "signature_inputs": [f"{c.get('name')}:{c.get('type')}" for c in (signature or {}).get("inputs", [])],
     }
     doc["training_data"] = _training_data(model, registered, registry, lake, instance, doc["notes"])
@@ -244,8 +251,11 @@ def _predictions_subject(model: str, batch: str, lake: Lake, instance: dg.Dagste
     if not versions:
         raise LookupError(f"{model}: batch {batch}'s predictions are empty, so no version made them")
     subject: dict[str, Any] = {
-        "batch": batch, "rows": table.num_rows, "model_version": versions[-1], "versions": versions,
-    }  # fmt: skip
+        "batch": batch,
+        "rows": table.num_rows,
+        "model_version": versions[-1],
+        "versions": versions,
+    }
     if instance is not None:
         record = _latest_materialization(instance, dg.AssetKey([model, "predictions"]), batch)
         if record is not None:
@@ -296,9 +306,8 @@ def _training_data(
             }
         drift = _maybe_json(lake, model, "drift_report", batch)
         row["drift"] = (
-            None if drift is None
-            else {k: drift.get(k) for k in ("drifted_share", "dataset_drift", "model_version")}
-        )  # fmt: skip
+            None if drift is None else {k: drift.get(k) for k in ("drifted_share", "dataset_drift", "model_version")}
+        )
         batches.append(row)
     return {
         "batches": batches,
@@ -373,9 +382,10 @@ def render_text(doc: Mapping[str, Any]) -> str:
             validation = f"NOT VALIDATED: {val['detail']}"
         drift = b.get("drift")
         drift_text = (
-            "not scored" if drift is None
+            "not scored"
+            if drift is None
             else f"{_fmt(drift['drifted_share'], 2)} drifted{' (dataset drift)' if drift['dataset_drift'] else ''}"
-        )  # fmt: skip
+        )
         lines.append(f"  {b['batch']:<10} {b['fingerprint'] or '-':<17} {validation:<58} {drift_text}")
     lines.append("")
     record = doc.get("decision")
@@ -404,7 +414,8 @@ def render_text(doc: Mapping[str, Any]) -> str:
         by = f"run {m['dagster_run_id']}" if m.get("dagster_run_id") else m["actor"]
         lines.append(
             f"  {m['at'][:19]}  {m['kind']:<9} {m['from_version'] or '(none)'} -> {m['to_version']}  by {by}"
-            + ("  OVERRIDE" if m.get("override") else "") + (f": {m['reason']}" if m.get("reason") else "")
+            + ("  OVERRIDE" if m.get("override") else "")
+            + (f": {m['reason']}" if m.get("reason") else "")
         )
     drift = doc.get("batch_drift")
     if "batch" in subject:
@@ -446,8 +457,11 @@ def render_model_card(doc: Mapping[str, Any]) -> str:
     for b in data["batches"]:
         val = b.get("validation") or {}
         validation = (
-            "unknown" if not val else f"ok ({val.get('passed')}/{val.get('total')}, {val.get('validated_at')})"
-            if val.get("ok") else f"**not validated**: {val.get('detail')}"
+            "unknown"
+            if not val
+            else f"ok ({val.get('passed')}/{val.get('total')}, {val.get('validated_at')})"
+            if val.get("ok")
+            else f"**not validated**: {val.get('detail')}"
         )
         drift = b.get("drift")
         out.append(
@@ -464,12 +478,17 @@ def render_model_card(doc: Mapping[str, Any]) -> str:
         out += ["| metric | this version | champion at decision |", "|---|---|---|"]
         out += [f"| {m} | {c} | {b} |" for m, c, b in _metrics_rows(record)]
         out += ["", "| gate | passed | detail |", "|---|---|---|"]
-        out += [f"| {g['gate']} | {'yes' if g['passed'] else '**no**'} | {g['detail']} |"
-                for g in record["decision"]["gates"]]  # fmt: skip
+        out += [
+            f"| {g['gate']} | {'yes' if g['passed'] else '**no**'} | {g['detail']} |"
+            for g in record["decision"]["gates"]
+        ]
         decision = record["decision"]
-        out += ["", f"**Decision** ({record.get('at')}, run `{record.get('dagster_run_id')}`): "
-                + f"{record.get('outcome', 'promoted' if decision.get('promote') else 'rejected')}: "
-                + "; ".join(decision.get("reasons", []))]  # fmt: skip
+        out += [
+            "",
+            f"**Decision** ({record.get('at')}, run `{record.get('dagster_run_id')}`): "
+            + f"{record.get('outcome', 'promoted' if decision.get('promote') else 'rejected')}: "
+            + "; ".join(decision.get("reasons", [])),
+        ]
     out += ["", "## Champion history", ""]
     if not doc["champion_history"]:
         out.append("Never champion.")
@@ -477,7 +496,8 @@ def render_model_card(doc: Mapping[str, Any]) -> str:
         by = f"run `{m['dagster_run_id']}`" if m.get("dagster_run_id") else m["actor"]
         out.append(
             f"- {m['at'][:19]}: {m['kind']} {m['from_version'] or '(none)'} → {m['to_version']} by {by}"
-            + (" **(override)**" if m.get("override") else "") + (f": {m['reason']}" if m.get("reason") else "")
+            + (" **(override)**" if m.get("override") else "")
+            + (f": {m['reason']}" if m.get("reason") else "")
         )
     for note in doc["notes"]:
         out += ["", f"> Note: {note}"]

@@ -24,7 +24,9 @@ BATCH_ASSETS = ("raw_batch", "validated_batch", "features", "predictions", "drif
 RETRAIN_ASSETS = ("training_dataset", "model", "evaluation", "promotion")
 
 
-def build_pipeline(pipeline: ModelPipeline, *, on_kubernetes: bool, sensor_interval_seconds: int = 30) -> dg.Definitions:
+def build_pipeline(
+    pipeline: ModelPipeline, *, on_kubernetes: bool, sensor_interval_seconds: int = 30
+) -> dg.Definitions:
     """Assets keyed ``[<name>, <noun>]`` in group ``<name>``, the jobs that sensors and people
     launch, and the sensors and schedule that close the loop.
 
@@ -74,8 +76,14 @@ def build_pipeline(pipeline: ModelPipeline, *, on_kubernetes: bool, sensor_inter
     ]
     if monitoring.retrain_on_drift or monitoring.retrain_every:
         sensors.append(
-            build_retrain_sensor(pipeline, trigger="drift", checks=drift, job=retrain, interval_seconds=interval,
-                                 cadence=monitoring.retrain_every is not None)  # fmt: skip
+            build_retrain_sensor(
+                pipeline,
+                trigger="drift",
+                checks=drift,
+                job=retrain,
+                interval_seconds=interval,
+                cadence=monitoring.retrain_every is not None,
+            )
         )
     if fairness and monitoring.fairness_action == "retrain":
         sensors.append(

@@ -53,8 +53,11 @@ class ClosedLoop:
             # Its own process group, so stopping it also stops the code server it spawns.
             self._daemon = subprocess.Popen(
                 [str(daemon), "run", "-m", "mlops_assets.definitions"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self._instance = dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"])
         print(f"  dagster-daemon started (pid {self._daemon.pid}, log {self.log_path})", flush=True)
         return self
@@ -158,9 +161,13 @@ class ClosedLoop:
             triggers.append("drift")
         if monitoring.fairness_action == "retrain" and lake.exists(name, "production_evaluation", batch, "json"):
             fairness = lake.read_json(name, "production_evaluation", batch).get("fairness", [])
-            limits = {"demographic_parity_difference": gates.max_demographic_parity_difference,
-                      "equalized_odds_difference": gates.max_equalized_odds_difference}  # fmt: skip
-            if any(f[g] is not None and limit is not None and f[g] > limit for f in fairness for g, limit in limits.items()):
+            limits = {
+                "demographic_parity_difference": gates.max_demographic_parity_difference,
+                "equalized_odds_difference": gates.max_equalized_odds_difference,
+            }
+            if any(
+                f[g] is not None and limit is not None and f[g] > limit for f in fairness for g, limit in limits.items()
+            ):
                 triggers.append("fairness")
         return triggers
 

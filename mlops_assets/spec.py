@@ -89,20 +89,61 @@ class FeaturesSpec(_Strict):
 # device). Written out rather than read from the classes because loading a spec must not import
 # scikit-learn or torch; tests/test_spec.py checks them against the pinned estimators.
 MODEL_PARAMS: dict[str, frozenset[str]] = {
-    "sklearn_hgb": frozenset({
-        "class_weight", "early_stopping", "interaction_cst", "l2_regularization", "learning_rate", "loss",
-        "max_bins", "max_depth", "max_features", "max_iter", "max_leaf_nodes", "min_samples_leaf",
-        "monotonic_cst", "n_iter_no_change", "scoring", "tol", "validation_fraction", "verbose", "warm_start",
-    }),
-    "sklearn_logreg": frozenset({
-        "C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio", "max_iter", "n_jobs",
-        "penalty", "solver", "tol", "verbose", "warm_start",
-    }),
-    "torch_mlp": frozenset({
-        "hidden_sizes", "embedding_dim", "dropout", "epochs", "batch_size", "learning_rate", "weight_decay",
-        "patience", "validation_fraction", "add_missing_indicator",
-    }),
-}  # fmt: skip
+    "sklearn_hgb": frozenset(
+        {
+            "class_weight",
+            "early_stopping",
+            "interaction_cst",
+            "l2_regularization",
+            "learning_rate",
+            "loss",
+            "max_bins",
+            "max_depth",
+            "max_features",
+            "max_iter",
+            "max_leaf_nodes",
+            "min_samples_leaf",
+            "monotonic_cst",
+            "n_iter_no_change",
+            "scoring",
+            "tol",
+            "validation_fraction",
+            "verbose",
+            "warm_start",
+        }
+    ),
+    "sklearn_logreg": frozenset(
+        {
+            "C",
+            "class_weight",
+            "dual",
+            "fit_intercept",
+            "intercept_scaling",
+            "l1_ratio",
+            "max_iter",
+            "n_jobs",
+            "penalty",
+            "solver",
+            "tol",
+            "verbose",
+            "warm_start",
+        }
+    ),
+    "torch_mlp": frozenset(
+        {
+            "hidden_sizes",
+            "embedding_dim",
+            "dropout",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "weight_decay",
+            "patience",
+            "validation_fraction",
+            "add_missing_indicator",
+        }
+    ),
+}
 
 
 class TrainingSpec(_Strict):
@@ -114,9 +155,7 @@ class TrainingSpec(_Strict):
         "Omitted: every batch in the source.",
     )
     model: ModelFamily = "sklearn_hgb"
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="Passed to the model family's estimator."
-    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Passed to the model family's estimator.")
     seed: int = 42
     holdout_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.2
     gpus: Annotated[int, Field(ge=0)] = Field(

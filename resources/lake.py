@@ -59,7 +59,8 @@ class Lake(dg.ConfigurableResource):
         path = self.path(model, asset, partition, ext)
         if not fs.exists(path):
             raise FileNotFoundError(
-                f"{model}/{asset}" + (f" partition {partition}" if partition else "")
+                f"{model}/{asset}"
+                + (f" partition {partition}" if partition else "")
                 + f" has no data at {path}; materialize it first"
             )
         return fs.cat_file(path)

@@ -38,6 +38,7 @@ from urllib.parse import unquote, urlparse
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets import contract
 from resources.locks import file_lock
 
 if TYPE_CHECKING:
@@ -45,21 +46,19 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-
-TAG_FINGERPRINT = "mlops.training_fingerprint"
-TAG_DAGSTER_RUN = "mlops.dagster_run_id"
-TAG_CODE_VERSION = "mlops.code_version"
-TAG_BATCHES = "mlops.training_batches"
-TAG_FAMILY = "mlops.model_family"
-TAG_PROMOTED = "mlops.promoted"
-TAG_ROLLED_BACK_TO = "mlops.rolled_back_to"
-# On the registered model: the latest champion move, for a glance in the MLflow UI.
-TAG_LAST_CHAMPION_MOVE = "mlops.champion_history"
-# On the registered model: one tag per champion move; the suffix sorts chronologically.
-TAG_MOVE_PREFIX = "mlops.champion_move."
-TAG_REGISTERED_VERSION = "mlops.registered_version"
+# Re-exported under their historical names; the contract module defines them.
+CHAMPION = contract.CHAMPION
+CHALLENGER = contract.CHALLENGER
+TAG_FINGERPRINT = contract.MlflowTag.TRAINING_FINGERPRINT
+TAG_DAGSTER_RUN = contract.MlflowTag.DAGSTER_RUN_ID
+TAG_CODE_VERSION = contract.MlflowTag.CODE_VERSION
+TAG_BATCHES = contract.MlflowTag.TRAINING_BATCHES
+TAG_FAMILY = contract.MlflowTag.MODEL_FAMILY
+TAG_PROMOTED = contract.MlflowTag.PROMOTED
+TAG_ROLLED_BACK_TO = contract.MlflowTag.ROLLED_BACK_TO
+TAG_LAST_CHAMPION_MOVE = contract.MlflowTag.LAST_CHAMPION_MOVE
+TAG_MOVE_PREFIX = contract.CHAMPION_MOVE_TAG_PREFIX
+TAG_REGISTERED_VERSION = contract.MlflowTag.REGISTERED_VERSION
 
 LOCK_URI_ENV = "MLOPS_REGISTRY_LOCK_URI"
 # A test hook: kills the process at a named point, to prove a rerun completes what a crash left.
@@ -233,9 +232,7 @@ class MlflowRegistry(dg.ConfigurableResource):
         tags = dict(mv.tags or {})
         # MLflow 3 registers LoggedModels: the source is models:/<model_id>.
         logged = mv.source[len("models:/") :] if mv.source and mv.source.startswith("models:/m-") else None
-        created = (
-            _dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, _dt.UTC) if mv.creation_timestamp else None
-        )
+        created = _dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, _dt.UTC) if mv.creation_timestamp else None
         return RegisteredModel(
             name=mv.name,
             version=str(mv.version),
@@ -342,9 +339,10 @@ class MlflowRegistry(dg.ConfigurableResource):
         example = train_inputs.head(5)
         signature = infer_signature(example, model.predict_proba(example)[:, 1])
         started = (
-            mlflow.start_run(run_id=run_id) if run_id
+            mlflow.start_run(run_id=run_id)
+            if run_id
             else mlflow.start_run(experiment_id=self.experiment_id(experiment), tags=tags)
-        )  # fmt: skip
+        )
         with started as run:
             mlflow.log_params({k: str(v) for k, v in params.items()})
             mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
@@ -503,9 +501,15 @@ class MlflowRegistry(dg.ConfigurableResource):
                 version it is and who moved it there), or a concurrent move won the race.
         """
         return self._move_champion(
-            name=name, to_version=version, expected=expected_champion, kind="promotion",
-            reason=reason, dagster_run_id=dagster_run_id, override=override, details=record,
-        )  # fmt: skip
+            name=name,
+            to_version=version,
+            expected=expected_champion,
+            kind="promotion",
+            reason=reason,
+            dagster_run_id=dagster_run_id,
+            override=override,
+            details=record,
+        )
 
     def rollback(
         self,
@@ -552,9 +556,15 @@ class MlflowRegistry(dg.ConfigurableResource):
         if target.version == current.version:
             raise ValueError(f"{name}: version {target.version} is already champion")
         return self._move_champion(
-            name=name, to_version=target.version, expected=expected, kind="rollback",
-            reason=reason, dagster_run_id=dagster_run_id, override=False, details=details or {},
-        )  # fmt: skip
+            name=name,
+            to_version=target.version,
+            expected=expected,
+            kind="rollback",
+            reason=reason,
+            dagster_run_id=dagster_run_id,
+            override=False,
+            details=details or {},
+        )
 
     def champion_history(self, name: str) -> list[ChampionMove]:
         """Every move of ``champion`` made through this resource, oldest first (aborted ones left out)."""
@@ -616,10 +626,18 @@ class MlflowRegistry(dg.ConfigurableResource):
                 )
             at = _now()
             move = ChampionMove(
-                at=at, from_version=found, to_version=target.version, kind=kind, reason=reason[:2000],
-                dagster_run_id=dagster_run_id, actor=_actor(), override=override, details=_compact(details),
-                state="pending", key=f"{TAG_MOVE_PREFIX}{at.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}",
-            )  # fmt: skip
+                at=at,
+                from_version=found,
+                to_version=target.version,
+                kind=kind,
+                reason=reason[:2000],
+                dagster_run_id=dagster_run_id,
+                actor=_actor(),
+                override=override,
+                details=_compact(details),
+                state="pending",
+                key=f"{TAG_MOVE_PREFIX}{at.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}",
+            )
             client.set_registered_model_tag(name, move.key, json.dumps(move.to_record(), default=str))
             _crash_point("before_alias_move")
             client.set_registered_model_alias(name, CHAMPION, target.version)
@@ -672,9 +690,12 @@ class MlflowRegistry(dg.ConfigurableResource):
             yield True
             return
         with file_lock(
-            folder / f"champion-{name}.lock", timeout_s=self.lock_timeout_s, what="registry lock",
-            holder=f"{_actor()} since {_now().isoformat(timespec='seconds')}", error=RegistryLockTimeout,
-        ):  # fmt: skip
+            folder / f"champion-{name}.lock",
+            timeout_s=self.lock_timeout_s,
+            what="registry lock",
+            holder=f"{_actor()} since {_now().isoformat(timespec='seconds')}",
+            error=RegistryLockTimeout,
+        ):
             yield False
 
 

@@ -1,9 +1,9 @@
 """The environment, chosen in one place: ``MLOPS_ENV`` picks the resources and the executor.
 
-| MLOPS_ENV | Dagster instance (DAGSTER_HOME)  | lake                    | MLflow                          | executor         |
-|-----------|----------------------------------|-------------------------|---------------------------------|------------------|
-| local     | SQLite, $MLOPS_HOME/dagster      | $MLOPS_HOME/lake        | sqlite:///$MLOPS_HOME/mlflow.db | in-process       |
-| prod      | PostgreSQL (dagster-postgres)    | MLOPS_LAKE_URI (fsspec) | MLFLOW_TRACKING_URI (server)    | MLOPS_EXECUTOR   |
+| MLOPS_ENV | Dagster instance         | lake                    | MLflow                          | executor       |
+|-----------|--------------------------|-------------------------|---------------------------------|----------------|
+| local     | SQLite, DAGSTER_HOME     | $MLOPS_HOME/lake        | sqlite:///$MLOPS_HOME/mlflow.db | in-process     |
+| prod      | PostgreSQL, DAGSTER_HOME | MLOPS_LAKE_URI (fsspec) | MLFLOW_TRACKING_URI (server)    | MLOPS_EXECUTOR |
 
 The Dagster instance is Dagster's, not the code location's: its storage is the ``dagster.yaml``
 in DAGSTER_HOME (``scripts/prod-stack.sh`` writes one for PostgreSQL; the Helm chart has its own).
@@ -156,7 +156,9 @@ def prepare_sqlite_store(tracking_uri: str, *, lock_timeout_s: float = 120.0) ->
     path = Path(database).absolute()
     # The registry's champion locks live in the same folder.
     with file_lock(
-        path.parent / f"{path.name}.locks" / "store.lock", timeout_s=lock_timeout_s, what="MLflow store preparation lock"
+        path.parent / f"{path.name}.locks" / "store.lock",
+        timeout_s=lock_timeout_s,
+        what="MLflow store preparation lock",
     ):
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
             mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]

@@ -13,13 +13,12 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from mlops_assets.assets.common import TAG_MODEL, TAG_TRIGGER, ModelPipeline
+from mlops_assets.assets.common import ModelPipeline
+from mlops_assets.contract import TAG_BATCH, TAG_LANDING_FILE, TAG_REASON, TAG_TRIGGER, Asset, Meta, op_name
 from resources.alerts import AlertSink
 from resources.landing import LandingZone
 from sensors.policy import CheckEvent, RetrainDecision, decide_cadence, decide_retrain, plan_landing
 
-TAG_BATCH = "mlops/batch"
-TAG_LANDING_FILE = "mlops/landing_file"
 HISTORY_PER_TICK = 50
 # AssetCheckExecutionRecordStatus values of finished evaluations (the enum is not public API).
 COMPLETED = {"SUCCEEDED", "FAILED"}
@@ -76,7 +75,9 @@ def _check_events(instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey]
         for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=HISTORY_PER_TICK):
             evaluation = record.evaluation
             if record.status.value in COMPLETED and isinstance(evaluation, dg.AssetCheckEvaluation):
-                events.append(CheckEvent(record.id, _batch(instance, record.run_id, evaluation), evaluation.passed, key.name))
+                events.append(
+                    CheckEvent(record.id, _batch(instance, record.run_id, evaluation), evaluation.passed, key.name)
+                )
     return events
 
 
@@ -85,7 +86,7 @@ def _batch(instance: dg.DagsterInstance, run_id: str, evaluation: dg.AssetCheckE
     ``partition`` in daemon-launched runs, so our checks also record it as metadata."""
     if evaluation.partition:
         return evaluation.partition
-    batch = evaluation.metadata.get("batch")
+    batch = evaluation.metadata.get(Meta.BATCH)
     if batch is not None:
         return str(batch.value)
     run = instance.get_run_by_id(run_id)
@@ -93,9 +94,7 @@ def _batch(instance: dg.DagsterInstance, run_id: str, evaluation: dg.AssetCheckE
 
 
 def _active_run(instance: dg.DagsterInstance, job_name: str) -> str | None:
-    runs = instance.get_run_records(
-        dg.RunsFilter(job_name=job_name, statuses=ACTIVE_RUN_STATUSES), limit=1
-    )
+    runs = instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=ACTIVE_RUN_STATUSES), limit=1)
     return runs[0].dagster_run.run_id if runs else None
 
 
@@ -114,7 +113,7 @@ def build_retrain_sensor(
     the champion's training data, drift or not (trigger ``schedule``).
     """
     name = pipeline.name
-    training_op = f"{name}__training_dataset"
+    training_op = op_name(name, Asset.TRAINING_DATASET)
 
     @dg.sensor(
         name=f"{name}_{trigger}_sensor",
@@ -144,8 +143,12 @@ def build_retrain_sensor(
         return dg.RunRequest(
             run_key=decision.run_key,
             run_config={"ops": {training_op: {"config": {"until": decision.batch}}}},
-            tags={**pipeline.tags, TAG_TRIGGER: trigger_tag, TAG_BATCH: decision.batch or "",
-                  "mlops/reason": decision.reason[:200]},  # fmt: skip
+            tags={
+                **pipeline.tags,
+                TAG_TRIGGER: trigger_tag,
+                TAG_BATCH: decision.batch or "",
+                TAG_REASON: decision.reason[:200],
+            },
         )
 
     return retrain_sensor
@@ -159,7 +162,7 @@ def _cadence(instance: dg.DagsterInstance, pipeline: ModelPipeline) -> RetrainDe
     event = instance.get_latest_materialization_event(pipeline.key("training_dataset"))
     if event is None or event.asset_materialization is None:
         return None
-    until = event.asset_materialization.metadata.get("window_until")
+    until = event.asset_materialization.metadata.get(Meta.WINDOW_UNTIL)
     return decide_cadence(
         model=pipeline.name, every=every, scored=scored, trained_until=str(until.value) if until else None
     )
@@ -183,7 +186,9 @@ def build_check_alert_sensor(
     )
     def check_alert_sensor(context: dg.SensorEvaluationContext, alerts: AlertSink) -> dg.SkipReason:
         cursor = int(context.cursor or 0)
-        new = sorted((e for e in _check_events(context.instance, checks) if e.record_id > cursor), key=lambda e: e.record_id)
+        new = sorted(
+            (e for e in _check_events(context.instance, checks) if e.record_id > cursor), key=lambda e: e.record_id
+        )
         failed = [e for e in new if not e.passed]
         for event in failed:
             alerts.send(
@@ -220,8 +225,6 @@ def build_recheck_schedule(
         if not ready:
             return dg.SkipReason(f"{name} has no batch with features yet")
         latest = ready[-1]
-        return dg.RunRequest(
-            partition_key=latest, tags={**pipeline.tags, TAG_TRIGGER: "schedule", TAG_BATCH: latest}
-        )
+        return dg.RunRequest(partition_key=latest, tags={**pipeline.tags, TAG_TRIGGER: "schedule", TAG_BATCH: latest})
 
     return recheck_schedule

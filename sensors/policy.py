@@ -27,7 +27,9 @@ class LandingPlan:
         return f"no new or changed file in {folder}"
 
 
-def plan_landing(files: Iterable[LandedFile], *, seen: dict[str, str], now: float, settle_seconds: float) -> LandingPlan:
+def plan_landing(
+    files: Iterable[LandedFile], *, seen: dict[str, str], now: float, settle_seconds: float
+) -> LandingPlan:
     """New or changed files that have not been modified for ``settle_seconds`` are ingested.
 
     ``seen`` maps a file path to the identity (name, size, mtime) last ingested, so a file is

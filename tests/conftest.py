@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,9 +44,12 @@ def gss_spec(source: Path, **overrides: object) -> dict:
         "features": dict(GSS_FEATURES),
         "sensitive_features": ["gender"],
         "training": {"initial_until": 1976, "model": "sklearn_logreg", "seed": 7},
-        "gates": {"min_metrics": {"roc_auc": 0.6}, "max_demographic_parity_difference": 0.5,
-                  "max_equalized_odds_difference": 0.5},
-    }  # fmt: skip
+        "gates": {
+            "min_metrics": {"roc_auc": 0.6},
+            "max_demographic_parity_difference": 0.5,
+            "max_equalized_odds_difference": 0.5,
+        },
+    }
     for key, value in overrides.items():
         spec[key] = value
     return spec
@@ -61,8 +65,12 @@ def gss_slice(tmp_path: Path) -> Path:
     return path
 
 
+# write_spec(spec_dict, name="spec.yaml") -> the written file
+WriteSpec = Callable[..., Path]
+
+
 @pytest.fixture
-def write_spec(tmp_path: Path):  # noqa: ANN201
+def write_spec(tmp_path: Path) -> WriteSpec:
     def write(spec: dict, name: str = "spec.yaml") -> Path:
         folder = tmp_path / "pipelines"
         folder.mkdir(exist_ok=True)

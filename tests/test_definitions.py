@@ -17,16 +17,14 @@ import pytest
 
 from mlops_assets.definitions import build_definitions
 from resources.settings import Settings
+from tests.conftest import WriteSpec
 
 HEAVY = ("torch", "mlflow", "evidently", "great_expectations", "sklearn")
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
 def test_import_loads_no_ml_library() -> None:
-    probe = (
-        "import sys, mlops_assets.definitions;"
-        f"print([m for m in {HEAVY!r} if m in sys.modules])"
-    )
+    probe = f"import sys, mlops_assets.definitions;print([m for m in {HEAVY!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -88,7 +86,7 @@ def test_every_asset_has_a_description(tmp_path: Path) -> None:
         assert len(description) > 40, key
 
 
-def test_pipelines_folder_merges_one_pipeline_per_spec(gss_slice: Path, write_spec, tmp_path: Path) -> None:
+def test_pipelines_folder_merges_one_pipeline_per_spec(gss_slice: Path, write_spec: WriteSpec, tmp_path: Path) -> None:
     from tests.conftest import gss_spec
 
     write_spec(gss_spec(gss_slice), "a.yaml")

@@ -8,7 +8,7 @@ import pytest
 
 from mlops_assets.preflight import resolve
 from mlops_assets.spec import SpecError, load_specs
-from tests.conftest import gss_spec
+from tests.conftest import WriteSpec, gss_spec
 
 
 def test_shipped_spec_loads_and_fits_its_data() -> None:
@@ -38,7 +38,7 @@ def test_shipped_spec_loads_and_fits_its_data() -> None:
     ],
 )
 def test_structural_errors_name_file_and_field(
-    gss_slice: Path, write_spec, change: dict, field: str, fragment: str
+    gss_slice: Path, write_spec: WriteSpec, change: dict, field: str, fragment: str
 ) -> None:
     path = write_spec(gss_spec(gss_slice, **change))
     with pytest.raises(SpecError) as e:
@@ -50,13 +50,19 @@ def test_structural_errors_name_file_and_field(
 @pytest.mark.parametrize(
     ("change", "field", "fragment"),
     [
-        ({"features": {"numeric": ["age", "salary"], "categorical": []}}, "features.numeric", "'salary' is not in the data"),
+        (
+            {"features": {"numeric": ["age", "salary"], "categorical": []}},
+            "features.numeric",
+            "'salary' is not in the data",
+        ),
         ({"features": {"numeric": ["age", "occrecode"], "categorical": []}}, "features.numeric", "not numeric"),
         ({"label": {"column": "realrinc", "threshold": 10_000_000}}, "label", "yields only class 0"),
         ({"sensitive_features": ["race"]}, "sensitive_features", "'race' is not in the data"),
     ],
 )
-def test_data_errors_name_file_and_field(gss_slice: Path, write_spec, change: dict, field: str, fragment: str) -> None:
+def test_data_errors_name_file_and_field(
+    gss_slice: Path, write_spec: WriteSpec, change: dict, field: str, fragment: str
+) -> None:
     path = write_spec(gss_spec(gss_slice, **change))
     (spec,) = load_specs(path)
     with pytest.raises(SpecError) as e:
@@ -65,7 +71,7 @@ def test_data_errors_name_file_and_field(gss_slice: Path, write_spec, change: di
     assert fragment in str(e.value)
 
 
-def test_features_are_inferred_when_omitted(gss_slice: Path, write_spec) -> None:
+def test_features_are_inferred_when_omitted(gss_slice: Path, write_spec: WriteSpec) -> None:
     spec_data = gss_spec(gss_slice)
     del spec_data["features"]
     (spec,) = load_specs(write_spec(spec_data))
@@ -74,7 +80,7 @@ def test_features_are_inferred_when_omitted(gss_slice: Path, write_spec) -> None
     assert {"occrecode", "wrkstat", "educcat", "maritalcat"} == set(columns.categorical)
 
 
-def test_resolution_is_cached_per_source_signature(gss_slice: Path, write_spec, tmp_path: Path) -> None:
+def test_resolution_is_cached_per_source_signature(gss_slice: Path, write_spec: WriteSpec, tmp_path: Path) -> None:
     (spec,) = load_specs(write_spec(gss_spec(gss_slice)))
     resolve(spec, cache_dir=tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("spec-*.json"))) == 1
@@ -86,7 +92,7 @@ def test_resolution_is_cached_per_source_signature(gss_slice: Path, write_spec, 
     assert len(list((tmp_path / "cache").glob("spec-*.json"))) == 2
 
 
-def test_two_specs_with_one_name_are_rejected(gss_slice: Path, write_spec) -> None:
+def test_two_specs_with_one_name_are_rejected(gss_slice: Path, write_spec: WriteSpec) -> None:
     write_spec(gss_spec(gss_slice), "a.yaml")
     second = write_spec(gss_spec(gss_slice), "b.yaml")
     with pytest.raises(SpecError, match=f"{second}: name: 'gss_slice' is already used"):

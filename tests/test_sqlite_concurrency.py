@@ -67,8 +67,11 @@ def test_eight_writers_on_a_fresh_local_store_all_succeed(tmp_path: Path) -> Non
     workers = [
         subprocess.Popen(
             [sys.executable, __file__, str(home), str(i), str(go)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(WRITERS)
     ]
     deadline = time.monotonic() + 240

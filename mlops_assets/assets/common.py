@@ -11,11 +11,9 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
+from mlops_assets.contract import TAG_MODEL, Asset, partitions_name
 from mlops_assets.ml.data import ResolvedColumns
 from mlops_assets.spec import PipelineSpec
-
-TAG_MODEL = "mlops/model"
-TAG_TRIGGER = "mlops/trigger"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,9 +31,9 @@ class ModelPipeline:
 
     @property
     def partitions(self) -> dg.DynamicPartitionsDefinition:
-        return dg.DynamicPartitionsDefinition(name=f"{self.name}_batches")
+        return dg.DynamicPartitionsDefinition(name=partitions_name(self.name))
 
-    def key(self, noun: str) -> dg.AssetKey:
+    def key(self, noun: Asset | str) -> dg.AssetKey:
         return dg.AssetKey([self.name, noun])
 
     @property
@@ -86,9 +84,12 @@ def retry_on_tracking_outage(compute: F) -> F:
             if context.retry_number < registry.outage_retries:
                 context.log.warning(
                     "MLflow tracking server %s unreachable (%s); retry %d of %d in %.0fs",
-                    registry.tracking_uri, type(error).__name__, context.retry_number + 1,
-                    registry.outage_retries, wait,
-                )  # fmt: skip
+                    registry.tracking_uri,
+                    type(error).__name__,
+                    context.retry_number + 1,
+                    registry.outage_retries,
+                    wait,
+                )
             raise dg.RetryRequested(max_retries=registry.outage_retries, seconds_to_wait=wait) from error
 
     if inspect.isgeneratorfunction(compute):

@@ -74,7 +74,9 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             )
         frame = lake.read_frame(spec.name, "features", batch)
         model = registry.load_model(champion)
-        scores = model.predict_proba(prepare_inputs(frame, pipeline.columns.numeric, pipeline.columns.categorical))[:, 1]
+        scores = model.predict_proba(prepare_inputs(frame, pipeline.columns.numeric, pipeline.columns.categorical))[
+            :, 1
+        ]
         out = pd.DataFrame(
             {
                 "row": np.arange(len(frame)),
@@ -94,14 +96,18 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         labelled = out["label"].notna()
         result = None
         if labelled.any():
-            result = evaluate(out.loc[labelled, "label"].to_numpy(), scores[labelled.to_numpy()], out.loc[labelled, sensitive])
+            result = evaluate(
+                out.loc[labelled, "label"].to_numpy(), scores[labelled.to_numpy()], out.loc[labelled, sensitive]
+            )
             metadata.update({f"{k}": v for k, v in result.metrics.items() if v is not None})
             for gap in ("demographic_parity_difference", "equalized_odds_difference"):
                 if result.worst(gap) is not None:
                     metadata[gap] = result.worst(gap)
         lake.write_frame(spec.name, "predictions", out, batch)
         if result is not None:
-            lake.write_json(spec.name, "production_evaluation", {**result.to_dict(), "model_version": champion.version}, batch)
+            lake.write_json(
+                spec.name, "production_evaluation", {**result.to_dict(), "model_version": champion.version}, batch
+            )
         context.log.info("%s batch %s scored by version %s", spec.name, batch, champion.version)
         yield dg.MaterializeResult(metadata=metadata)
         for name, (gap, limit) in fairness.items():
@@ -113,11 +119,15 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
                 description=(
                     f"batch {batch}: no labelled rows with both classes, not evaluated"
                     if value is None
-                    else f"batch {batch}: {gap} {value:.3f} {'within' if value <= limit else 'exceeds'} limit {limit:g} "
-                    f"(champion version {champion.version})"
+                    else f"batch {batch}: {gap} {value:.3f} {'within' if value <= limit else 'exceeds'} "
+                    f"limit {limit:g} (champion version {champion.version})"
                 ),
-                metadata={"batch": batch, "gap": value if value is not None else -1.0, "limit": limit,
-                          "model_version": champion.version},  # fmt: skip
+                metadata={
+                    "batch": batch,
+                    "gap": value if value is not None else -1.0,
+                    "limit": limit,
+                    "model_version": champion.version,
+                },
             )
 
     columns = drift_columns(pipeline)
@@ -125,7 +135,9 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         dg.AssetCheckSpec(
             DRIFT_CHECK,
             asset=pipeline.key("drift_report"),
-            description=f"Fewer than {spec.drift.drift_share:.0%} of the watched columns drifted (Evidently's dataset drift).",
+            description=(
+                f"Fewer than {spec.drift.drift_share:.0%} of the watched columns drifted (Evidently's dataset drift)."
+            ),
         ),
         *(
             dg.AssetCheckSpec(
@@ -180,10 +192,16 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         lake.write_json(spec.name, "drift_report", summary, batch)
         by_column = {c.column: c for c in result.columns}
         rows = [
-            {"column": c.column, "method": c.method_label, "score": c.score, "threshold": c.threshold,
-             "drifted": c.drifted, "note": c.note}
+            {
+                "column": c.column,
+                "method": c.method_label,
+                "score": c.score,
+                "threshold": c.threshold,
+                "drifted": c.drifted,
+                "note": c.note,
+            }
             for c in result.columns
-        ]  # fmt: skip
+        ]
         yield dg.AssetCheckResult(
             check_name=DRIFT_CHECK,
             passed=not result.dataset_drift,
@@ -206,7 +224,8 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
                 check_name=f"{column}_no_drift",
                 passed=not c.drifted,
                 severity=dg.AssetCheckSeverity.WARN,
-                description=f"{c.method_label} {c.score:.4g} (threshold {c.threshold:g})" + (f"; {c.note}" if c.note else ""),
+                description=f"{c.method_label} {c.score:.4g} (threshold {c.threshold:g})"
+                + (f"; {c.note}" if c.note else ""),
                 metadata={"batch": batch, "score": c.score, "threshold": c.threshold, "method": c.method},
             )
         yield dg.MaterializeResult(

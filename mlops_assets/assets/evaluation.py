@@ -72,9 +72,14 @@ def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             proba = registry.load_model(version).predict_proba(inputs)[:, 1]
             result = evaluate(y, proba, holdout[sensitive])
             report[role] = {"version": version.version, "evaluation": result.to_dict()}
-            rows.append({"model": f"{role} v{version.version}", **result.metrics,
-                         "parity_gap": result.worst("demographic_parity_difference"),
-                         "odds_gap": result.worst("equalized_odds_difference")})  # fmt: skip
+            rows.append(
+                {
+                    "model": f"{role} v{version.version}",
+                    **result.metrics,
+                    "parity_gap": result.worst("demographic_parity_difference"),
+                    "odds_gap": result.worst("equalized_odds_difference"),
+                }
+            )
             context.log.info("%s %s v%s: %s", spec.name, role, version.version, result.metrics)
         lake.write_json(spec.name, "evaluation", report)
         metrics = report["candidate"]["evaluation"]["metrics"]  # type: ignore[index]
@@ -86,9 +91,18 @@ def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
                 **{f"candidate_{k}": v for k, v in metrics.items() if v is not None},
                 "comparison": table(
                     rows,
-                    ["model", "roc_auc", "accuracy", "f1", "log_loss", "calibration_error", "brier",
-                     "parity_gap", "odds_gap"],
-                ),  # fmt: skip
+                    [
+                        "model",
+                        "roc_auc",
+                        "accuracy",
+                        "f1",
+                        "log_loss",
+                        "calibration_error",
+                        "brier",
+                        "parity_gap",
+                        "odds_gap",
+                    ],
+                ),
                 "candidate_by_group": _group_table(report["candidate"]["evaluation"]),  # type: ignore[index]
             }
         )
@@ -140,9 +154,11 @@ def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         manifest = json.loads(registry.run_artifact(candidate.run_id, "mlops/training_manifest.json"))
         checks = suite_checks(registry.run_artifact(candidate.run_id, "mlops/validation_suite.json"))
         evidence = training_batch_evidence(
-            context.instance, model=spec.name, fingerprints=manifest["fingerprints"],
+            context.instance,
+            model=spec.name,
+            fingerprints=manifest["fingerprints"],
             blocking_checks=[c for c, severity in checks.items() if severity == "error"],
-        )  # fmt: skip
+        )
         decision = decide(
             candidate_version=candidate.version,
             candidate=Evaluation.from_dict(candidate_report["evaluation"]),
@@ -168,10 +184,11 @@ def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
                 "candidate": {"version": candidate.version, "metrics": candidate_metrics},
                 "champion": (
                     {"version": champion_report["version"], "metrics": champion_report["evaluation"]["metrics"]}
-                    if champion_report else None
+                    if champion_report
+                    else None
                 ),
             },
-        }  # fmt: skip
+        }
         move = None
         if decision.promote:
             try:
@@ -196,8 +213,11 @@ def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             if decision.overridden:
                 context.log.warning(
                     "%s: version %s promoted by OVERRIDE despite failed gates %s: %s",
-                    spec.name, candidate.version, [g.gate for g in decision.failed_gates], decision.override_reason,
-                )  # fmt: skip
+                    spec.name,
+                    candidate.version,
+                    [g.gate for g in decision.failed_gates],
+                    decision.override_reason,
+                )
             else:
                 context.log.info("%s: champion is now version %s", spec.name, decision.candidate_version)
         else:
@@ -252,5 +272,6 @@ def _group_table(evaluation: dict) -> dg.TableMetadataValue:
         for f in evaluation["fairness"]
         for group, values in f["by_group"].items()
     ]
-    return table(rows, ["feature", "group", "count", "accuracy", "selection_rate", "true_positive_rate",
-                        "false_positive_rate"])  # fmt: skip
+    return table(
+        rows, ["feature", "group", "count", "accuracy", "selection_rate", "true_positive_rate", "false_positive_rate"]
+    )

@@ -9,8 +9,9 @@ who, when and why. Model cards and explanations are built from the same lineage 
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.assets.common import TAG_TRIGGER, ModelPipeline, retry_on_tracking_outage, table
+from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage, table
 from mlops_assets.assets.evaluation import champion_history_table, registry_pool
+from mlops_assets.contract import TAG_TRIGGER
 from resources.lake import Lake
 from resources.registry import MlflowRegistry
 
@@ -65,8 +66,11 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             raise dg.Failure(f"{spec.name}: rollback from version {current.version} refused: {e}") from e
         context.log.warning(
             "%s: champion rolled back from version %s to %s: %s",
-            spec.name, move.from_version, move.to_version, move.reason,
-        )  # fmt: skip
+            spec.name,
+            move.from_version,
+            move.to_version,
+            move.reason,
+        )
         card_uri = _publish_card(spec.name, move.to_version, lake, registry, context.instance)
         return dg.MaterializeResult(
             metadata={
@@ -104,8 +108,14 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         rows, champion_card = [], ""
         for version, role in versions.items():
             uri = _publish_card(spec.name, version, lake, registry, context.instance)
-            rows.append({"version": version, "alias": role, "mlflow_artifact": uri,
-                         "lake": lake.uri(spec.name, "model_card", f"v{version}", "md")})  # fmt: skip
+            rows.append(
+                {
+                    "version": version,
+                    "alias": role,
+                    "mlflow_artifact": uri,
+                    "lake": lake.uri(spec.name, "model_card", f"v{version}", "md"),
+                }
+            )
             if role == CHAMPION:
                 champion_card = lake.read_bytes(spec.name, "model_card", f"v{version}", "md").decode()
         context.log.info("%s: model cards of versions %s published", spec.name, sorted(versions))
@@ -167,4 +177,3 @@ def _publish_card(name: str, version: str, lake: Lake, registry: MlflowRegistry,
     card = render_model_card(explain(model=name, registry=registry, lake=lake, instance=instance, version=version))
     lake.write_bytes(name, "model_card", card.encode(), f"v{version}", "md")
     return registry.log_run_text(registry.get(name, version).run_id, "mlops/model_card.md", card)
-

@@ -55,7 +55,9 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
         ready = [b for b in window if lake.exists(spec.name, "features", b)]
         missing = sorted(set(window) - set(ready))
         if missing:
-            context.log.warning("%s: batches %s have no features yet (not validated?); left out of the window", spec.name, missing)
+            context.log.warning(
+                "%s: batches %s have no features yet (not validated?); left out of the window", spec.name, missing
+            )
         if not ready:
             raise dg.Failure(f"{spec.name}: no batch up to {until} has features; materialize features first")
         parts = {b: lake.read_frame(spec.name, "features", b) for b in ready}
@@ -84,8 +86,10 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
         return dg.MaterializeResult(
             metadata={
                 "window_until": until or "(all)",
-                "batches": table([{"batch": b, "rows": len(parts[b]), "fingerprint": fingerprints[b]} for b in parts],
-                                 ["batch", "rows", "fingerprint"]),  # fmt: skip
+                "batches": table(
+                    [{"batch": b, "rows": len(parts[b]), "fingerprint": fingerprints[b]} for b in parts],
+                    ["batch", "rows", "fingerprint"],
+                ),
                 "train_rows": len(train),
                 "holdout_rows": len(holdout),
                 "positive_rate": float(data[LABEL].mean()),
@@ -116,15 +120,21 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
         from mlops_assets.ml.lineage import code_version
         from mlops_assets.ml.trainers import build_estimator, effective_params, prepare_inputs
         from resources.registry import (
-            CHALLENGER, TAG_BATCHES, TAG_CODE_VERSION, TAG_DAGSTER_RUN, TAG_FINGERPRINT,
-        )  # fmt: skip
+            CHALLENGER,
+            TAG_BATCHES,
+            TAG_CODE_VERSION,
+            TAG_DAGSTER_RUN,
+            TAG_FINGERPRINT,
+        )
 
         manifest = lake.read_json(spec.name, "training_dataset", "manifest")
         fingerprint = manifest["training_fingerprint"]
         existing = registry.find_by_fingerprint(spec.name, fingerprint)
         if existing is not None:
             registry.set_alias(spec.name, CHALLENGER, existing.version)
-            context.log.info("%s: version %s was trained on the same data and code; reused", spec.name, existing.version)
+            context.log.info(
+                "%s: version %s was trained on the same data and code; reused", spec.name, existing.version
+            )
             return _model_result(existing, reused=True, manifest=manifest)
 
         numeric, categorical = pipeline.columns.numeric, pipeline.columns.categorical
@@ -132,9 +142,12 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
         inputs = prepare_inputs(train, numeric, categorical)
         y = train[LABEL].to_numpy(dtype="int64")
         estimator = build_estimator(
-            spec.training.model, numeric=numeric, categorical=categorical,
-            params=spec.training.params, seed=spec.training.seed,
-        )  # fmt: skip
+            spec.training.model,
+            numeric=numeric,
+            categorical=categorical,
+            params=spec.training.params,
+            seed=spec.training.seed,
+        )
         context.log.info("%s: training %s on %d rows", spec.name, spec.training.model, len(train))
         tags = {
             TAG_FINGERPRINT: fingerprint,
@@ -145,7 +158,9 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
         # The MLflow run exists before training, so a torch model's curve fills in while it trains.
         run_id = registry.open_training_run(experiment=spec.name, tags=tags)
         if spec.training.model == "torch_mlp":
-            _fit_torch(context, estimator, inputs, y, lake=lake, registry=registry, run_id=run_id, fingerprint=fingerprint)
+            _fit_torch(
+                context, estimator, inputs, y, lake=lake, registry=registry, run_id=run_id, fingerprint=fingerprint
+            )
         else:
             estimator.fit(inputs, y)
 
@@ -162,9 +177,10 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
             model=estimator,
             family=spec.training.model,
             params={
-                "family": spec.training.model, "seed": spec.training.seed,
+                "family": spec.training.model,
+                "seed": spec.training.seed,
                 **effective_params(spec.training.model, estimator),
-            },  # fmt: skip
+            },
             metrics={"train_roc_auc": train_auc, "train_rows": float(len(train))},
             train_inputs=inputs,
             training_frame=train,
@@ -215,8 +231,12 @@ def _fit_torch(
         def on_epoch(report: "EpochReport") -> None:
             context.log.info(
                 "%s epoch %d: train loss %.4f, validation loss %.4f, %.0f samples/s",
-                name, report.epoch, report.train_loss, report.val_loss, report.samples_per_second,
-            )  # fmt: skip
+                name,
+                report.epoch,
+                report.train_loss,
+                report.val_loss,
+                report.samples_per_second,
+            )
             to_mlflow(report)
             lake.write_bytes(name, "checkpoints", checkpoint.read_bytes(), fingerprint, "pt")
 
@@ -229,11 +249,16 @@ def _fit_torch(
             estimator.checkpoint_dir, estimator.on_epoch = None, None
         context.log.info(
             "%s: best epoch %d of %d; MLflow tracking took %.3fs",
-            name, estimator.best_epoch, len(estimator.history), to_mlflow.seconds_in_flush,
-        )  # fmt: skip
+            name,
+            estimator.best_epoch,
+            len(estimator.history),
+            to_mlflow.seconds_in_flush,
+        )
 
 
-def _model_result(registered: "RegisteredModel", *, reused: bool, manifest: dict, train_auc: float | None = None) -> dg.MaterializeResult:
+def _model_result(
+    registered: "RegisteredModel", *, reused: bool, manifest: dict, train_auc: float | None = None
+) -> dg.MaterializeResult:
     metadata: dict[str, object] = {
         "version": registered.version,
         "model_uri": registered.uri,

@@ -39,8 +39,15 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             raise dg.Failure(f"{spec.name}: the source has no rows up to training.initial_until={until}")
         suite = infer_suite(spec, pipeline.columns, reference)
         lake.write_bytes(spec.name, "validation_suite", suite.to_json().encode(), ext="json")
-        rows = [{"check": e.check, "expectation": e.type, "severity": e.severity,
-                 "kwargs": {k: v for k, v in e.kwargs.items() if k != "column"}} for e in suite.expectations]  # fmt: skip
+        rows = [
+            {
+                "check": e.check,
+                "expectation": e.type,
+                "severity": e.severity,
+                "kwargs": {k: v for k, v in e.kwargs.items() if k != "column"},
+            }
+            for e in suite.expectations
+        ]
         context.log.info("%s: %d expectations learned from %d rows", spec.name, len(rows), len(reference))
         return dg.MaterializeResult(
             metadata={

@@ -6,7 +6,6 @@ are Dagster partition keys) and ordered numerically when they all parse as numbe
 
 from __future__ import annotations
 
-import glob
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -51,9 +50,7 @@ def _source_files(source: SourceSpec) -> list[str]:
     uri = source.uri
     fs, _, paths = fsspec.get_fs_token_paths(uri)
     if len(paths) == 1 and fs.isdir(paths[0]):
-        paths = sorted(
-            p for p in fs.find(paths[0]) if p.endswith((".parquet", ".pq", ".csv", ".csv.gz"))
-        )
+        paths = sorted(p for p in fs.find(paths[0]) if p.endswith((".parquet", ".pq", ".csv", ".csv.gz")))
     if not paths:
         raise SpecError(f"source.uri: {uri!r} matches no Parquet or CSV file")
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -224,9 +221,7 @@ def check_spec_against_data(spec: PipelineSpec, frame: pd.DataFrame, *, origin: 
             problems.append(f"{origin}: {field}: column {column!r} is not in the data {_columns_hint(present)}")
     for column in spec.features.numeric:
         if column in present and not pd.api.types.is_numeric_dtype(frame[column]):
-            problems.append(
-                f"{origin}: features.numeric: column {column!r} is {frame[column].dtype}, not numeric"
-            )
+            problems.append(f"{origin}: features.numeric: column {column!r} is {frame[column].dtype}, not numeric")
     if spec.label.column in present and not problems:
         try:
             label = binarize_label(spec, initial_window(spec, frame))

@@ -67,9 +67,8 @@ def calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float
 
 
 def classification_metrics(y: np.ndarray, proba: np.ndarray) -> tuple[dict[str, float | None], list[str]]:
-    from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
-
     import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
     predicted = (proba >= DECISION_THRESHOLD).astype(int)
     notes: list[str] = []
@@ -95,9 +94,9 @@ def group_fairness(y: np.ndarray, predicted: np.ndarray, groups: pd.Series) -> G
         MetricFrame,
         demographic_parity_difference,
         equalized_odds_difference,
+        false_positive_rate,
         selection_rate,
         true_positive_rate,
-        false_positive_rate,
     )
     from sklearn.metrics import accuracy_score
 
@@ -118,14 +117,10 @@ def group_fairness(y: np.ndarray, predicted: np.ndarray, groups: pd.Series) -> G
         str(group): {k: (None if v is None or np.isnan(v) else float(v)) for k, v in row.items()}
         for group, row in frame.by_group.to_dict(orient="index").items()
     }
-    both_classes_everywhere = all(
-        len(np.unique(y[(groups == g).to_numpy()])) == 2 for g in groups.unique()
-    )
+    both_classes_everywhere = all(len(np.unique(y[(groups == g).to_numpy()])) == 2 for g in groups.unique())
     return GroupFairness(
         feature=str(groups.name),
-        demographic_parity_difference=float(
-            demographic_parity_difference(y, predicted, sensitive_features=groups)
-        ),
+        demographic_parity_difference=float(demographic_parity_difference(y, predicted, sensitive_features=groups)),
         equalized_odds_difference=(
             float(equalized_odds_difference(y, predicted, sensitive_features=groups))
             if both_classes_everywhere

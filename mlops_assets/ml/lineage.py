@@ -30,8 +30,6 @@ def training_fingerprint(spec: PipelineSpec, batch_fingerprints: Mapping[str, st
     digest = hashlib.sha256()
     for batch, fingerprint in sorted(batch_fingerprints.items()):
         digest.update(f"{batch}={fingerprint}\n".encode())
-    digest.update(
-        spec.model_dump_json(include={"label", "features", "sensitive_features", "training"}).encode()
-    )
+    digest.update(spec.model_dump_json(include={"label", "features", "sensitive_features", "training"}).encode())
     digest.update(code_version().encode())
     return digest.hexdigest()[:16]

@@ -62,10 +62,12 @@ def _floor_gate(metric: str, value: float | None, limit: float) -> GateResult:
     passed = value >= limit if higher_is_better else value <= limit
     relation = ">=" if higher_is_better else "<="
     return GateResult(
-        f"min_{metric}", value, limit, passed,
-        f"{metric} {value:.4f} {'meets' if passed else 'misses'} {relation} {limit:.4f} "
-        f"by {abs(value - limit):.4f}",
-    )  # fmt: skip
+        f"min_{metric}",
+        value,
+        limit,
+        passed,
+        f"{metric} {value:.4f} {'meets' if passed else 'misses'} {relation} {limit:.4f} by {abs(value - limit):.4f}",
+    )
 
 
 def _regression_gate(metric: str, cand: float | None, champ: float | None, allowed: float) -> GateResult:
@@ -74,11 +76,14 @@ def _regression_gate(metric: str, cand: float | None, champ: float | None, allow
     loss = (champ - cand) if METRICS[metric] else (cand - champ)
     passed = loss <= allowed
     return GateResult(
-        f"max_regression_{metric}", loss, allowed, passed,
+        f"max_regression_{metric}",
+        loss,
+        allowed,
+        passed,
         f"{metric} {cand:.4f} vs champion {champ:.4f}: "
         + (f"loses {loss:.4f}" if loss > 0 else f"gains {-loss:.4f}")
         + f" (allowed loss {allowed:.4f})",
-    )  # fmt: skip
+    )
 
 
 def _fairness_gate(name: str, gap: float | None, limit: float | None) -> GateResult | None:
@@ -88,17 +93,24 @@ def _fairness_gate(name: str, gap: float | None, limit: float | None) -> GateRes
         return GateResult(f"max_{name}", None, limit, True, f"{name} undefined (no sensitive groups)")
     passed = gap <= limit
     return GateResult(
-        f"max_{name}", gap, limit, passed,
+        f"max_{name}",
+        gap,
+        limit,
+        passed,
         f"{name} {gap:.4f} {'within' if passed else 'exceeds'} limit {limit:.4f}",
-    )  # fmt: skip
+    )
 
 
 def _signature_gate(has_signature: bool) -> GateResult:
     return GateResult(
-        "signature_present", 1.0 if has_signature else 0.0, 1.0, has_signature,
-        "the model logs an input signature" if has_signature
+        "signature_present",
+        1.0 if has_signature else 0.0,
+        1.0,
+        has_signature,
+        "the model logs an input signature"
+        if has_signature
         else "the registered model has no input signature, so its inputs cannot be checked when it scores",
-    )  # fmt: skip
+    )
 
 
 def _training_data_gate(evidence: list[BatchEvidence]) -> GateResult:
@@ -168,7 +180,13 @@ def decide(
         names = ", ".join(g.gate for g in failed)
         reasons = [f"OVERRIDE of failed gates ({names}): {override_reason.strip()}", *reasons]
         return Decision(
-            True, candidate_version, champion_version, results, deltas, reasons,
-            overridden=True, override_reason=override_reason.strip(),
-        )  # fmt: skip
+            True,
+            candidate_version,
+            champion_version,
+            results,
+            deltas,
+            reasons,
+            overridden=True,
+            override_reason=override_reason.strip(),
+        )
     return Decision(not failed, candidate_version, champion_version, results, deltas, reasons)

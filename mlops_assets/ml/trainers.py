@@ -79,9 +79,8 @@ def build_estimator(
 
     fill_missing = SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)
     if family == "sklearn_hgb":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
         import numpy as np
+        from sklearn.ensemble import HistGradientBoostingClassifier
 
         encode = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan)
         columns = ColumnTransformer(

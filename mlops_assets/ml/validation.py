@@ -27,9 +27,24 @@ if TYPE_CHECKING:
 Severity = Literal["error", "warn"]
 
 NUMERIC_TYPES = [
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64", "Int8", "Int16", "Int32", "Int64", "Float32", "Float64",
-]  # fmt: skip
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "Int8",
+    "Int16",
+    "Int32",
+    "Int64",
+    "Float32",
+    "Float64",
+]
 
 
 @dataclass(frozen=True)
@@ -81,52 +96,75 @@ def _skeleton(spec: PipelineSpec, columns: ResolvedColumns) -> list[Expectation]
     """The suite with placeholder kwargs: names, types and columns only."""
     out = [
         Expectation(
-            "batch_not_empty", "ExpectTableRowCountToBeBetween", {"min_value": 1},
+            "batch_not_empty",
+            "ExpectTableRowCountToBeBetween",
+            {"min_value": 1},
             description="The batch has at least one row.",
         )
-    ]  # fmt: skip
+    ]
     categorical = [*columns.categorical, *spec.sensitive_features]
     for column in [*columns.numeric, *categorical]:
         out.append(
             Expectation(
-                f"{column}_present", "ExpectColumnToExist", {"column": column}, column=column,
+                f"{column}_present",
+                "ExpectColumnToExist",
+                {"column": column},
+                column=column,
                 description=f"Column {column} is in the batch.",
             )
-        )  # fmt: skip
+        )
     for column in columns.numeric:
         out += [
             Expectation(
-                f"{column}_numeric", "ExpectColumnValuesToBeInTypeList",
-                {"column": column, "type_list": NUMERIC_TYPES}, column=column,
+                f"{column}_numeric",
+                "ExpectColumnValuesToBeInTypeList",
+                {"column": column, "type_list": NUMERIC_TYPES},
+                column=column,
                 description=f"Column {column} holds numbers.",
             ),
             Expectation(
-                f"{column}_not_null", "ExpectColumnValuesToNotBeNull", {"column": column}, column=column,
+                f"{column}_not_null",
+                "ExpectColumnValuesToNotBeNull",
+                {"column": column},
+                column=column,
                 description=f"Column {column} is no more often null than in training (plus a margin).",
             ),
             Expectation(
-                f"{column}_in_range", "ExpectColumnValuesToBeBetween", {"column": column}, column=column,
+                f"{column}_in_range",
+                "ExpectColumnValuesToBeBetween",
+                {"column": column},
+                column=column,
                 description=f"Column {column} stays within the training range (widened by a margin).",
             ),
-        ]  # fmt: skip
+        ]
     for column in categorical:
         out += [
             Expectation(
-                f"{column}_not_null", "ExpectColumnValuesToNotBeNull", {"column": column}, column=column,
+                f"{column}_not_null",
+                "ExpectColumnValuesToNotBeNull",
+                {"column": column},
+                column=column,
                 description=f"Column {column} is no more often null than in training (plus a margin).",
             ),
             Expectation(
-                f"{column}_known_categories", "ExpectColumnValuesToBeInSet", {"column": column},
-                column=column, description=f"Column {column} holds categories seen in training.",
+                f"{column}_known_categories",
+                "ExpectColumnValuesToBeInSet",
+                {"column": column},
+                column=column,
+                description=f"Column {column} holds categories seen in training.",
             ),
-        ]  # fmt: skip
+        ]
     for own in spec.validation.expectations:
         out.append(
             Expectation(
-                own.name, own.type, dict(own.kwargs), own.severity, own.kwargs.get("column"),
+                own.name,
+                own.type,
+                dict(own.kwargs),
+                own.severity,
+                own.kwargs.get("column"),
                 description=f"From the spec: {own.type}.",
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -144,9 +182,7 @@ def infer_suite(spec: PipelineSpec, columns: ResolvedColumns, reference: pd.Data
             values = reference[column].dropna()
             low, high = float(values.min()), float(values.max())
             margin = (high - low) * policy.range_margin
-            kwargs.update(
-                min_value=low - margin, max_value=high + margin, mostly=1.0 - policy.out_of_range_tolerance
-            )
+            kwargs.update(min_value=low - margin, max_value=high + margin, mostly=1.0 - policy.out_of_range_tolerance)
         elif e.check.endswith("_known_categories") and column is not None:
             kwargs.update(
                 value_set=sorted(reference[column].dropna().astype(str).unique().tolist()),
@@ -193,9 +229,7 @@ def validate(frame: pd.DataFrame, suite: Suite, *, batch: str) -> list[Outcome]:
             skipped.append(Outcome(e, False, None, len(frame), None, message))
             continue
         gx_suite.add_expectation(_gx_expectation(e))
-    result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
-        gx_suite, result_format="SUMMARY"
-    )
+    result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(gx_suite, result_format="SUMMARY")
     outcomes = []
     for r in result.results:
         e = by_check[r.expectation_config.meta["check"]]
@@ -240,8 +274,7 @@ def _message(e: Expectation, success: bool, res: dict[str, Any], batch: str, exc
     if count is not None and total:
         share = count / total if total else math.nan
         examples = res.get("partial_unexpected_list", [])[:3]
-        return (
-            f"{where}: {e.check} failed: {count} of {total} rows ({share:.1%}) unexpected"
-            + (f", e.g. {examples}" if examples else "")
+        return f"{where}: {e.check} failed: {count} of {total} rows ({share:.1%}) unexpected" + (
+            f", e.g. {examples}" if examples else ""
         )
     return f"{where}: {e.check} failed (observed {res.get('observed_value')!r})"

@@ -48,7 +48,9 @@ class Harness:
 
     def failure_message(self, result: dg.ExecuteInProcessResult) -> str:
         return "\n".join(
-            e.step_failure_data.error.message for e in result.all_events if e.is_step_failure and e.step_failure_data.error
+            e.step_failure_data.error.message
+            for e in result.all_events
+            if e.is_step_failure and e.step_failure_data.error
         )
 
     @staticmethod

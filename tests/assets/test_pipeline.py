@@ -14,7 +14,7 @@ import pytest
 
 from resources.registry import CHALLENGER, CHAMPION
 from tests.assets.pipeline_harness import Harness
-from tests.conftest import gss, gss_spec
+from tests.conftest import WriteSpec, gss, gss_spec
 
 NAME = "gss_slice"
 
@@ -142,7 +142,9 @@ def test_a_bad_batch_is_stopped_and_loses_nothing(harness: Harness, damage, frag
     assert registry(harness).by_alias(NAME, CHAMPION).version == champion.version
 
 
-def test_a_candidate_below_the_floor_never_becomes_champion(tmp_path: Path, gss_slice: Path, write_spec) -> None:
+def test_a_candidate_below_the_floor_never_becomes_champion(
+    tmp_path: Path, gss_slice: Path, write_spec: WriteSpec
+) -> None:
     strict = gss_spec(gss_slice, gates={"min_metrics": {"roc_auc": 0.99}})
     write_spec(strict)
     h = Harness(tmp_path / "home", tmp_path / "pipelines", NAME)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.assets.pipeline_harness import Harness
-from tests.conftest import GSS_FEATURES, gss_spec
+from tests.conftest import GSS_FEATURES, WriteSpec, gss_spec
 
 NAME = "gss_slice"
 
@@ -23,7 +23,9 @@ def one_torch_thread():  # noqa: ANN201 - two threads on a shared 2-core machine
     torch.set_num_threads(before)
 
 
-def test_torch_model_is_trained_registered_promoted_and_served(tmp_path: Path, gss_slice: Path, write_spec) -> None:
+def test_torch_model_is_trained_registered_promoted_and_served(
+    tmp_path: Path, gss_slice: Path, write_spec: WriteSpec
+) -> None:
     spec = gss_spec(gss_slice)
     spec["training"] = {"initial_until": 1976, "model": "torch_mlp", "seed": 7, "params": {"epochs": 8, "patience": 3}}
     write_spec(spec)
@@ -51,7 +53,7 @@ def test_torch_model_is_trained_registered_promoted_and_served(tmp_path: Path, g
 
     holdout = lake.read_frame(NAME, "training_dataset", "holdout").head(100)
     inputs = prepare_inputs(holdout, GSS_FEATURES["numeric"], GSS_FEATURES["categorical"])
-    served = mlflow.pyfunc.load_model(
-        registry.client().get_model_version_download_uri(NAME, champion.version)
-    ).predict(inputs)
+    served = mlflow.pyfunc.load_model(registry.client().get_model_version_download_uri(NAME, champion.version)).predict(
+        inputs
+    )
     np.testing.assert_allclose(served, registry.load_model(champion).predict_proba(inputs)[:, 1], rtol=1e-6)

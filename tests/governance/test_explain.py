@@ -32,16 +32,24 @@ def test_explain_a_batch_in_one_command_without_ml_libraries(governed: Governed)
     model = registry.get(NAME, version)
     manifest = json.loads(registry.run_artifact(model.run_id, "mlops/training_manifest.json"))
     probe = (
-        "import sys; from mlops_assets.cli import main; rc = main(['explain', %r, '--batch', '2010']);"
-        "print('HEAVY', sorted(m for m in %r if m in sys.modules)); sys.exit(rc)"
-    ) % (NAME, HEAVY)
-    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={**os.environ, **governed.env()},
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+        f"import sys; from mlops_assets.cli import main; rc = main(['explain', {NAME!r}, '--batch', '2010']);"
+        f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules)); sys.exit(rc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        env={**os.environ, **governed.env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "HEAVY []" in out
     rows = len(lake.read_frame(NAME, "predictions", "2010"))
-    assert out.startswith(f"{NAME}, batch 2010: {rows:,} predictions made by version {version} (models:/{NAME}/{version})")
+    assert out.startswith(
+        f"{NAME}, batch 2010: {rows:,} predictions made by version {version} (models:/{NAME}/{version})"
+    )
     assert f"code version      {model.tags[TAG_CODE_VERSION]}" in out
     for batch in manifest["batches"]:
         line = next(li for li in out.splitlines() if li.startswith(f"  {batch} "))
@@ -106,7 +114,9 @@ def test_the_explanation_asset_answers_for_a_batch(governed: Governed) -> None:
 def test_rollback_and_history_commands(cli_env: Governed, candidate: str, capsys: pytest.CaptureFixture[str]) -> None:
     registry = cli_env.registry
     champion = cli_env.champion()
-    registry.promote(name=NAME, version=candidate, expected_champion=champion, record={}, reason="set-up for the CLI test")
+    registry.promote(
+        name=NAME, version=candidate, expected_champion=champion, record={}, reason="set-up for the CLI test"
+    )
     capsys.readouterr()
 
     assert main(["rollback", NAME, "--reason", "INC-9: coats in summer"]) == 0

@@ -44,8 +44,13 @@ def assert_rejected(h: Harness, result: dg.ExecuteInProcessResult, governed: Gov
 
 def test_an_unfair_candidate_is_never_promoted(governed: Governed, candidate: str) -> None:
     champion = governed.champion()
-    strict = governed.variant(gates={"min_metrics": {"roc_auc": 0.6}, "max_demographic_parity_difference": 0.01,
-                                     "max_equalized_odds_difference": 0.5})  # fmt: skip
+    strict = governed.variant(
+        gates={
+            "min_metrics": {"roc_auc": 0.6},
+            "max_demographic_parity_difference": 0.01,
+            "max_equalized_odds_difference": 0.5,
+        }
+    )
     assert_rejected(strict, retrain(strict), governed, champion)
     assert strict.metadata("promotion")["candidate_version"] == candidate
     # Everything else about version 2 passes: the fairness limit alone stops it.
@@ -55,8 +60,14 @@ def test_an_unfair_candidate_is_never_promoted(governed: Governed, candidate: st
 
 def test_a_candidate_worse_than_the_champion_is_never_promoted(governed: Governed) -> None:
     champion = governed.champion()
-    stump = governed.variant(training={"initial_until": 1976, "model": "sklearn_hgb", "seed": 7,
-                                       "params": {"max_iter": 1, "max_leaf_nodes": 2}})  # fmt: skip
+    stump = governed.variant(
+        training={
+            "initial_until": 1976,
+            "model": "sklearn_hgb",
+            "seed": 7,
+            "params": {"max_iter": 1, "max_leaf_nodes": 2},
+        }
+    )
     result = stump.materialize(RETRAIN)
     assert_rejected(stump, result, governed, champion)
     assert stump.metadata("model")["reused_existing_version"] is False
@@ -83,9 +94,11 @@ def test_training_data_that_later_failed_validation_is_never_promoted(governed: 
     assert restored.success, h.failure_message(restored)
     # A later successful validation supersedes the failure.
     evidence = training_batch_evidence(
-        governed.instance, model=NAME, fingerprints={"2010": h.metadata("features", "2010")["fingerprint"]},
+        governed.instance,
+        model=NAME,
+        fingerprints={"2010": h.metadata("features", "2010")["fingerprint"]},
         blocking_checks=["age_numeric"],
-    )  # fmt: skip
+    )
     assert [(e.batch, e.validated) for e in evidence] == [("2010", True)]
 
 
@@ -97,7 +110,9 @@ def test_training_data_put_into_the_lake_by_hand_is_never_promoted(governed: Gov
     lake.write_frame(NAME, "features", planted, "2010")
     try:
         result = retrain(h)
-        assert h.metadata("model")["version"] not in (candidate, champion), "a model must be trained on the planted data"
+        assert h.metadata("model")["version"] not in (candidate, champion), (
+            "a model must be trained on the planted data"
+        )
         assert_rejected(h, result, governed, champion)
         assert "training_data_validated" in failed_gates(h)
         detail = gate_detail(h, "training_data_validated")
@@ -145,8 +160,13 @@ def test_an_override_is_recorded_and_a_rollback_restores_the_champion_for_predic
 ) -> None:
     registry, lake = governed.registry, governed.lake
     champion = governed.champion()
-    strict = governed.variant(gates={"min_metrics": {"roc_auc": 0.6}, "max_demographic_parity_difference": 0.01,
-                                     "max_equalized_odds_difference": 0.5})  # fmt: skip
+    strict = governed.variant(
+        gates={
+            "min_metrics": {"roc_auc": 0.6},
+            "max_demographic_parity_difference": 0.01,
+            "max_equalized_odds_difference": 0.5,
+        }
+    )
     assert_rejected(strict, retrain(strict), governed, champion)
 
     overridden = retrain(strict, override=True, reason="INC-1234: ship the 2010 model despite the parity gap")
@@ -178,13 +198,20 @@ def test_an_override_is_recorded_and_a_rollback_restores_the_champion_for_predic
     assert rolled.success, strict.failure_message(rolled)
     assert rolled.dagster_run.tags["mlops/trigger"] == "manual"
     meta = strict.metadata("champion_rollback")
-    assert (meta["from_version"], meta["to_version"], meta["reason"]) == (candidate, champion, "INC-1235: parity complaints")
+    assert (meta["from_version"], meta["to_version"], meta["reason"]) == (
+        candidate,
+        champion,
+        "INC-1235: parity complaints",
+    )
     assert meta["model_card"].endswith("/mlops/model_card.md")
     assert governed.champion() == champion
     last = registry.champion_history(NAME)[-1]
     assert (last.kind, last.from_version, last.to_version, last.dagster_run_id) == (
-        "rollback", candidate, champion, rolled.run_id,
-    )  # fmt: skip
+        "rollback",
+        candidate,
+        champion,
+        rolled.run_id,
+    )
     assert registry.champion_at(NAME, during) == candidate
 
     rescored = strict.materialize(["predictions"], "2010")
@@ -196,5 +223,7 @@ def test_an_override_is_recorded_and_a_rollback_restores_the_champion_for_predic
 
 def test_every_champion_move_runs_in_the_registry_pool(governed: Governed) -> None:
     defs = governed.harness.defs
-    pools = {n: defs.resolve_assets_def(governed.harness.key(n)).op.pool for n in ("promotion", "champion_rollback", "model")}
+    pools = {
+        n: defs.resolve_assets_def(governed.harness.key(n)).op.pool for n in ("promotion", "champion_rollback", "model")
+    }
     assert pools == {"promotion": f"{NAME}_registry", "champion_rollback": f"{NAME}_registry", "model": None}

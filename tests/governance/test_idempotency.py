@@ -33,9 +33,13 @@ def test_a_crash_after_registering_is_completed_by_the_rerun(governed: Governed)
         print("survived")
     """)
     crashed = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, env={**os.environ, CRASH_ENV: "after_register"},
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**os.environ, CRASH_ENV: "after_register"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert crashed.returncode == -9, crashed.stdout[-2000:] + crashed.stderr[-2000:]
     assert "survived" not in crashed.stdout
 

@@ -77,9 +77,12 @@ def _promoter(uri: str, root: str, lock_uri: str, me: str, trials: int, start, d
         start.wait(timeout=120)
         try:
             move = registry.promote(
-                name=NAME, version=me, expected_champion="1", record={"trial": trial},
+                name=NAME,
+                version=me,
+                expected_champion="1",
+                record={"trial": trial},
                 dagster_run_id=f"trial{trial}-v{me}",
-            )  # fmt: skip
+            )
             results.put((trial, me, "won", move.to_version))
         except PromotionConflict as e:
             results.put((trial, me, "conflict", str(e)))
@@ -92,9 +95,14 @@ def race(registry: MlflowRegistry, trials: int) -> None:
     # A fork server that has imported MLflow once forks the promoters in milliseconds; spawning
     # eight fresh interpreters would spend most of the test importing.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([
-        __name__, "mlflow", "mlflow.store.model_registry.sqlalchemy_store", "mlflow.store.tracking.sqlalchemy_store",
-    ])  # fmt: skip
+    context.set_forkserver_preload(
+        [
+            __name__,
+            "mlflow",
+            "mlflow.store.model_registry.sqlalchemy_store",
+            "mlflow.store.tracking.sqlalchemy_store",
+        ]
+    )
     start, done = context.Barrier(PROMOTERS + 1), context.Barrier(PROMOTERS + 1)
     results = context.Queue()
     mine = [str(v) for v in range(2, PROMOTERS + 2)]
@@ -120,8 +128,13 @@ def race(registry: MlflowRegistry, trials: int) -> None:
             assert won[0][3] == winner
             for _, me, outcome, message in outcomes:
                 if outcome == "conflict":
-                    assert message.startswith(f"{NAME}: champion is version {winner}, not 1 as when the promotion of version {me}")
-                    assert f"moved there by promotion 1 -> {winner}" in message and f"run trial{trial}-v{winner}" in message
+                    assert message.startswith(
+                        f"{NAME}: champion is version {winner}, not 1 as when the promotion of version {me}"
+                    )
+                    assert (
+                        f"moved there by promotion 1 -> {winner}" in message
+                        and f"run trial{trial}-v{winner}" in message
+                    )
             assert champion(registry) == winner
             winners.append(winner)
             registry.rollback(name=NAME, reason=f"reset after trial {trial}", to_version="1")
@@ -157,11 +170,16 @@ def postgres() -> Iterator[str]:
         folder.chmod(0o700)
         as_user = ["runuser", "-u", "postgres", "--"]
     data = folder / "data"
-    subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True
+    )
     port = 54000 + os.getpid() % 1000
     options = f"-k {folder} -p {port} -c listen_addresses=''"
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-l", str(folder / "log"), "start"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-o", options, "-w", "-l", str(folder / "log"), "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres@/postgres?host={folder}&port={port}"
     finally:
@@ -221,15 +239,24 @@ def test_champion_moves_only_through_promote_and_rollback(registry: MlflowRegist
 def test_history_answers_who_was_champion_when(registry: MlflowRegistry) -> None:
     moments = []
     for version, expected in (("1", None), ("2", "1"), ("3", "2")):
-        registry.promote(name=NAME, version=version, expected_champion=expected, record={"roc_auc": 0.8},
-                         dagster_run_id=f"run-{version}", reason=f"promote {version}")  # fmt: skip
+        registry.promote(
+            name=NAME,
+            version=version,
+            expected_champion=expected,
+            record={"roc_auc": 0.8},
+            dagster_run_id=f"run-{version}",
+            reason=f"promote {version}",
+        )
         time.sleep(0.01)
         moments.append(dt.datetime.now(dt.UTC))
     registry.rollback(name=NAME, reason="INC-7: winter coats in summer", dagster_run_id="run-rb")
     history = registry.champion_history(NAME)
     assert [(m.kind, m.from_version, m.to_version) for m in history] == [
-        ("promotion", None, "1"), ("promotion", "1", "2"), ("promotion", "2", "3"), ("rollback", "3", "2"),
-    ]  # fmt: skip
+        ("promotion", None, "1"),
+        ("promotion", "1", "2"),
+        ("promotion", "2", "3"),
+        ("rollback", "3", "2"),
+    ]
     assert history[1].dagster_run_id == "run-2" and history[1].reason == "promote 2"
     assert history[1].details == {"roc_auc": 0.8}
     assert history[3].reason == "INC-7: winter coats in summer"
@@ -276,9 +303,13 @@ def test_a_crash_between_record_and_alias_move_is_settled_by_the_next_move(regis
         print("survived")
     """)
     crashed = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, env={**os.environ, CRASH_ENV: "before_alias_move"},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**os.environ, CRASH_ENV: "before_alias_move"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert crashed.returncode == -9, crashed.stdout + crashed.stderr
     assert "survived" not in crashed.stdout
     assert champion(registry) == "1"

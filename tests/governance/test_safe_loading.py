@@ -95,7 +95,9 @@ def tampered_champion(governed: Governed, request: pytest.FixtureRequest, tmp_pa
     """The champion's artifact folder tampered with as the test's parameter says; restored afterwards."""
     tamper, message = TAMPERINGS[request.param]
     champion = governed.registry.by_alias(NAME, CHAMPION)
-    folder = Path(governed.registry.client().get_model_version_download_uri(NAME, champion.version).removeprefix("file://"))
+    folder = Path(
+        governed.registry.client().get_model_version_download_uri(NAME, champion.version).removeprefix("file://")
+    )
     backup = tmp_path / "backup"
     shutil.copytree(folder, backup)
     marker = tmp_path / "code_ran"

@@ -46,9 +46,13 @@ class ProdStack:
 
     def run(self, *args: str, timeout: float = 300) -> str:
         done = subprocess.run(
-            [str(STACK), *args], env={**os.environ, "MLOPS_HOME": str(self.home)},
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
+            [str(STACK), *args],
+            env={**os.environ, "MLOPS_HOME": str(self.home)},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         assert done.returncode == 0, f"prod-stack.sh {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 

@@ -105,7 +105,12 @@ def test_history_batch_drift_retrain_and_promotion_land_in_postgres_and_the_regi
             "SELECT asset_key, partition FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
         )
     }
-    assert {("drift_report", "2010"), ("predictions", "2010"), ("features", "1974"), ("promotion", None)} <= materialized
+    assert {
+        ("drift_report", "2010"),
+        ("predictions", "2010"),
+        ("features", "1974"),
+        ("promotion", None),
+    } <= materialized
     runs = dict(prod_stack.dagster_sql("SELECT run_id, status FROM runs"))
     assert runs[retrain.run_id] == "SUCCESS" and runs[scored.run_id] == "SUCCESS"
 
@@ -115,7 +120,9 @@ def test_history_batch_drift_retrain_and_promotion_land_in_postgres_and_the_regi
     assert list((prod_stack.home / "prod" / "artifacts").rglob("model.skops")), "no model artifact in the server's root"
 
 
-def _train_while_the_server_stops(prod: ProdHarness, stack: ProdStack, *, down_for_s: float | None):
+def _train_while_the_server_stops(
+    prod: ProdHarness, stack: ProdStack, *, down_for_s: float | None
+) -> tuple[dg.ExecuteInProcessResult, float]:
     """Train batch 2012; once the model's MLflow run exists (mid-step, before its version is
     registered) stop the tracking server, and start it again after ``down_for_s`` (None: not in
     this call). Returns the result and the seconds from the stop to the run's end.

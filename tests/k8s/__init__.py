@@ -160,8 +160,13 @@ def code_location_container_context(values: dict[str, Any]) -> dict[str, Any]:
     }
     if deployment.get("envSecrets"):
         k8s["env_secrets"] = _names(deployment["envSecrets"])
-    for key, name in (("volumeMounts", "volume_mounts"), ("volumes", "volumes"), ("labels", "labels"),
-                      ("resources", "resources"), ("schedulerName", "scheduler_name")):  # fmt: skip
+    for key, name in (
+        ("volumeMounts", "volume_mounts"),
+        ("volumes", "volumes"),
+        ("labels", "labels"),
+        ("resources", "resources"),
+        ("schedulerName", "scheduler_name"),
+    ):
         if deployment.get(key):
             k8s[name] = deployment[key]
     if isinstance(deployment.get("env"), list) and deployment["env"]:

@@ -198,8 +198,11 @@ def render_step_job(cluster: Cluster, path: str, step_key: str) -> kubernetes.cl
     context = (
         context.merge(executor_context)
         .merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(step_tags[step_key])))
-        .merge(K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(
-            executor["per_step_k8s_config"].get(step_key, {}))))  # fmt: skip
+        .merge(
+            K8sContainerContext(
+                run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(executor["per_step_k8s_config"].get(step_key, {}))
+            )
+        )
     )
     # K8sStepHandler.launch_step(): the image falls back to the code server's (DAGSTER_CURRENT_IMAGE).
     job_config = context.get_k8s_job_config(executor.get("job_image"), launcher)
@@ -249,9 +252,14 @@ def test_training_step_runs_in_a_gpu_pod(cluster: Cluster, path: str) -> None:
 
 @pytest.mark.parametrize(
     ("path", "noun"),
-    [("ui_materialize", "training_dataset"), ("cli_materialize", "training_dataset"),
-     ("retrain_sensor", "evaluation"), ("backfill", "promotion"), ("backfill_partition", "features")],
-)  # fmt: skip
+    [
+        ("ui_materialize", "training_dataset"),
+        ("cli_materialize", "training_dataset"),
+        ("retrain_sensor", "evaluation"),
+        ("backfill", "promotion"),
+        ("backfill_partition", "features"),
+    ],
+)
 def test_other_steps_run_in_plain_pods(cluster: Cluster, path: str, noun: str) -> None:
     job = render_step_job(cluster, path, step(noun))
     pod = job.spec.template.spec
@@ -272,12 +280,13 @@ def test_every_job_uses_the_k8s_executor(cluster: Cluster) -> None:
 
 @pytest.mark.parametrize(
     ("training", "gpu", "tolerated"),
-    [(TrainingSpec(gpus=2), "2", True), (TrainingSpec(gpus=0, cpu="2"), None, False),
-     (TrainingSpec(gpus=1, tolerations=[]), "1", False)],
-)  # fmt: skip
-def test_training_tags_are_valid_dagster_k8s_config(
-    training: TrainingSpec, gpu: str | None, tolerated: bool
-) -> None:
+    [
+        (TrainingSpec(gpus=2), "2", True),
+        (TrainingSpec(gpus=0, cpu="2"), None, False),
+        (TrainingSpec(gpus=1, tolerations=[]), "1", False),
+    ],
+)
+def test_training_tags_are_valid_dagster_k8s_config(training: TrainingSpec, gpu: str | None, tolerated: bool) -> None:
     tags = training_op_tags(training, on_kubernetes=True)
     config = get_user_defined_k8s_config({K8S_CONFIG_TAG: json.dumps(tags[K8S_CONFIG_TAG])})
     resources = config.container_config["resources"]

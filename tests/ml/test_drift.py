@@ -170,8 +170,9 @@ def test_dataset_verdict_matches_evidently(size: str) -> None:
     assert 0 < result.drifted_share < 1
     assert result.dataset_drift == (share >= 0.5)
     tighter = DriftPolicy(drift_share=result.drifted_share)
-    assert detect_drift(ReferenceProfile.build(_data(size)[0], numerical=NUMERICAL, categorical=CATEGORICAL),
-                        _data(size)[1], tighter).dataset_drift  # fmt: skip
+    assert detect_drift(
+        ReferenceProfile.build(_data(size)[0], numerical=NUMERICAL, categorical=CATEGORICAL), _data(size)[1], tighter
+    ).dataset_drift
 
 
 PINNED = [

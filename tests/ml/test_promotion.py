@@ -21,17 +21,22 @@ LINEAGE = ["signature_present", "training_data_validated"]
 def ev(auc: float | None, log_loss: float = 0.5, parity: float = 0.1) -> Evaluation:
     return Evaluation(
         metrics={"roc_auc": auc, "log_loss": log_loss, "accuracy": 0.8, "f1": 0.5, "calibration_error": 0.02},
-        rows=100, positive_rate=0.3, predicted_positive_rate=0.3,
+        rows=100,
+        positive_rate=0.3,
+        predicted_positive_rate=0.3,
         fairness=[GroupFairness("gender", parity, None, {})],
-    )  # fmt: skip
+    )
 
 
 def run(candidate: Evaluation, champion: Evaluation | None, **kwargs: object):  # noqa: ANN201
     arguments: dict = {"has_signature": True, "training_data": VALIDATED, "gates": GATES, **kwargs}
     return decide(
-        candidate_version="2", candidate=candidate,
-        champion_version="1" if champion else None, champion=champion, **arguments,
-    )  # fmt: skip
+        candidate_version="2",
+        candidate=candidate,
+        champion_version="1" if champion else None,
+        champion=champion,
+        **arguments,
+    )
 
 
 @pytest.mark.parametrize(
@@ -45,7 +50,12 @@ def run(candidate: Evaluation, champion: Evaluation | None, **kwargs: object):  
         (ev(0.80), ev(0.805), True, []),
         (ev(0.80), ev(0.82), False, ["max_regression_roc_auc"]),
         (ev(0.85), ev(0.80), True, []),
-        (ev(0.60, parity=0.5), ev(0.80), False, ["min_roc_auc", "max_demographic_parity_difference", "max_regression_roc_auc"]),
+        (
+            ev(0.60, parity=0.5),
+            ev(0.80),
+            False,
+            ["min_roc_auc", "max_demographic_parity_difference", "max_regression_roc_auc"],
+        ),
     ],
 )
 def test_gates(candidate: Evaluation, champion: Evaluation | None, promote: bool, failed: list[str]) -> None:
@@ -60,13 +70,25 @@ def test_gates(candidate: Evaluation, champion: Evaluation | None, promote: bool
     ("has_signature", "training_data", "failed", "fragment"),
     [
         (False, VALIDATED, ["signature_present"], "no input signature"),
-        (True, [*VALIDATED, BatchEvidence("2010", False, "validation failed at 2026-01-01 (checks age_numeric)")],
-         ["training_data_validated"], "batch 2010: validation failed at 2026-01-01 (checks age_numeric)"),
-        (True, [BatchEvidence("1974", False, "fingerprint abc matches no features materialization")],
-         ["training_data_validated"], "batch 1974: fingerprint abc"),
+        (
+            True,
+            [*VALIDATED, BatchEvidence("2010", False, "validation failed at 2026-01-01 (checks age_numeric)")],
+            ["training_data_validated"],
+            "batch 2010: validation failed at 2026-01-01 (checks age_numeric)",
+        ),
+        (
+            True,
+            [BatchEvidence("1974", False, "fingerprint abc matches no features materialization")],
+            ["training_data_validated"],
+            "batch 1974: fingerprint abc",
+        ),
         (True, [], ["training_data_validated"], "lists no batch"),
-        (False, [BatchEvidence("1974", False, "never validated")], ["signature_present", "training_data_validated"],
-         "never validated"),
+        (
+            False,
+            [BatchEvidence("1974", False, "never validated")],
+            ["signature_present", "training_data_validated"],
+            "never validated",
+        ),
     ],
 )
 def test_lineage_gates_block_even_a_better_candidate(
@@ -95,9 +117,15 @@ def test_regression_reports_the_margin() -> None:
 
 def test_the_champion_is_never_its_own_challenger() -> None:
     decision = decide(
-        candidate_version="3", candidate=ev(0.9), champion_version="3", champion=ev(0.9), gates=GATES,
-        has_signature=True, training_data=VALIDATED, override_reason="even with an override",
-    )  # fmt: skip
+        candidate_version="3",
+        candidate=ev(0.9),
+        champion_version="3",
+        champion=ev(0.9),
+        gates=GATES,
+        has_signature=True,
+        training_data=VALIDATED,
+        override_reason="even with an override",
+    )
     assert not decision.promote
     assert decision.reasons == ["candidate is already champion"]
 

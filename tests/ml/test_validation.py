@@ -46,12 +46,12 @@ def _wrong_type(f):  # noqa: ANN001, ANN202
 
 
 def _out_of_range(f):  # noqa: ANN001, ANN202
-    f.loc[: 199, "prestg10"] = 900.0
+    f.loc[:199, "prestg10"] = 900.0
     return f
 
 
 def _unseen_categories(f):  # noqa: ANN001, ANN202
-    f.loc[: 99, "wrkstat"] = "Astronaut"
+    f.loc[:99, "wrkstat"] = "Astronaut"
     return f
 
 

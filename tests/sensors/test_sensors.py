@@ -19,9 +19,7 @@ def sensor(h: Harness, name: str) -> dg.SensorDefinition:
 
 
 def tick(h: Harness, sensor_def: dg.SensorDefinition, cursor: str | None = None):  # noqa: ANN201
-    context = dg.build_sensor_context(
-        instance=h.instance, cursor=cursor, resources=h.resources, definitions=h.defs
-    )
+    context = dg.build_sensor_context(instance=h.instance, cursor=cursor, resources=h.resources, definitions=h.defs)
     return sensor_def.evaluate_tick(context)
 
 
@@ -110,7 +108,9 @@ def test_ticks_stay_cheap_on_a_long_history(tmp_path: Path, scored_pipeline: Har
     batches = [str(y) for y in range(1980, 2010)]
     instance.add_dynamic_partitions(partitions.name, batches)
     check_keys = [
-        spec.key for a in scored_pipeline.defs.assets for spec in a.check_specs  # type: ignore[union-attr]
+        spec.key
+        for a in scored_pipeline.defs.assets
+        for spec in a.check_specs  # type: ignore[union-attr]
     ]
     for batch in batches:
         for key in check_keys:
@@ -126,7 +126,9 @@ def test_ticks_stay_cheap_on_a_long_history(tmp_path: Path, scored_pipeline: Har
         started = time.perf_counter()
         cursor = None
         for _ in range(10):
-            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=h.resources, definitions=h.defs)
+            context = dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources=h.resources, definitions=h.defs
+            )
             cursor = sensor_def.evaluate_tick(context).cursor
         timings[name] = (time.perf_counter() - started) / 10
     print("\nmean tick seconds over", len(batches) * len(check_keys), "check results:", timings)
