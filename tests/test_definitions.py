@@ -19,7 +19,7 @@ from mlops_assets.definitions import build_definitions
 from resources.settings import Settings
 from tests.conftest import WriteSpec
 
-HEAVY = ("torch", "mlflow", "evidently", "great_expectations", "sklearn")
+HEAVY = ("torch", "mlflow", "evidently", "great_expectations", "sklearn", "matplotlib")
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 

@@ -51,18 +51,31 @@ class Evaluation:
         return cls(**{**data, "fairness": fairness})
 
 
-def calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error: the row-weighted gap between mean score and positive rate
-    over equal-width score bins."""
+def calibration_bins(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> list[tuple[int, float, float]]:
+    """Per equal-width score bin: its rows, mean score and positive rate (both NaN when empty).
+
+    The bins of ``calibration_error`` and of the reliability plot, so the picture shows the
+    number the gate reads.
+    """
     import numpy as np
 
     edges = np.linspace(0.0, 1.0, bins + 1)
     index = np.clip(np.digitize(proba, edges[1:-1]), 0, bins - 1)
-    total = 0.0
+    out = []
     for b in range(bins):
         mask = index == b
-        if mask.any():
-            total += mask.sum() * abs(proba[mask].mean() - y[mask].mean())
+        rows = int(mask.sum())
+        out.append((rows, proba[mask].mean(), y[mask].mean()) if rows else (0, float("nan"), float("nan")))
+    return out
+
+
+def calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the row-weighted gap between mean score and positive rate
+    over equal-width score bins."""
+    total = 0.0
+    for rows, mean_score, positive_rate in calibration_bins(y, proba, bins):
+        if rows:
+            total += rows * abs(mean_score - positive_rate)
     return float(total / len(y))
 
 
