@@ -1,14 +1,17 @@
-"""Fixtures of the pure ML tests: two real models on the GSS holdout."""
+"""Fixtures of the pure ML tests: two real models on the GSS holdout, and headless Chromium."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from mlops_assets.ml.figures import ScoredModel
+from tests.chromium import Chromium, chromium_binary
 
 
 @dataclass(frozen=True)
@@ -50,3 +53,14 @@ def gss_holdout() -> Holdout:
             proba = model.predict_proba(inputs[in_holdout])[:, 1]
             scored.append(ScoredModel(role, version, proba, evaluate(y[in_holdout], proba, sensitive)))
     return Holdout(y=y[in_holdout], sensitive=sensitive, candidate=scored[0], champion=scored[1])
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    """Headless Chromium with a fresh profile, driven over the DevTools protocol; installed from
+    Debian's package when missing and running as root, else the test is skipped saying why."""
+    browser = Chromium.start(chromium_binary(), Path(tmp_path_factory.mktemp("chromium-profile")))
+    try:
+        yield browser
+    finally:
+        browser.close()
