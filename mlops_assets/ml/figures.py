@@ -48,7 +48,7 @@ GAP_LABELS = {
     Fairness.EQUALIZED_ODDS: "equalized odds difference",
 }
 # Longer group values are cut in tick labels (the HTML report's tables show them whole).
-TICK_LABEL_CHARS = 24
+TICK_LABEL_CHARS = 14
 
 
 class FigureName(StrEnum):
@@ -230,7 +230,7 @@ def confusion_figure(y: np.ndarray, models: Sequence[ScoredModel], *, threshold:
     """Confusion matrix of each model at ``threshold``: counts, with each actual class's share."""
     import numpy as np
 
-    figure, axes = _figure((5.0 * len(models) + 0.6, 4.6), columns=len(models))
+    figure, axes = _figure((max(7.0, 5.0 * len(models) + 0.6), 4.6), columns=len(models))
     _suptitle(figure, f"Confusion matrix at threshold {threshold:.2f}", models, len(y))
     for ax, model in zip(axes, models, strict=True):
         counts = _counts(y, model.proba, threshold)
@@ -260,8 +260,10 @@ def group_metrics_figure(models: Sequence[ScoredModel], *, threshold: float) -> 
     import numpy as np
 
     features = [f.feature for f in models[0].evaluation.fairness]
+    most = max(len(f.by_group) for f in models[0].evaluation.fairness)
+    width = min(20.0, max(10.0, 1.0 + len(GROUP_METRICS) * (0.6 + 0.9 * most)))
     figure, axes = _figure(
-        (12.8, 3.2 * len(features) + 0.8), rows=len(features), columns=len(GROUP_METRICS), sharey=True
+        (width, 3.2 * len(features) + 0.8), rows=len(features), columns=len(GROUP_METRICS), sharey=True
     )
     _suptitle(figure, f"Metrics by group at threshold {threshold:.2f}", models, models[0].evaluation.rows)
     grid = np.asarray(axes, dtype=object).reshape(len(features), len(GROUP_METRICS))
@@ -290,7 +292,8 @@ def fairness_gaps_figure(models: Sequence[ScoredModel], *, gates: GatesSpec, thr
     import numpy as np
 
     features = [f.feature for f in models[0].evaluation.fairness]
-    figure, axes = _figure((12.8, 4.8), columns=len(Fairness.GAPS), sharey=True)
+    width = min(16.0, max(7.0, 1.0 + len(Fairness.GAPS) * (1.2 + 1.0 * len(features))))
+    figure, axes = _figure((width, 4.8), columns=len(Fairness.GAPS), sharey=True)
     _suptitle(figure, f"Fairness gaps at threshold {threshold:.2f}", models, models[0].evaluation.rows)
     limits = {gap: getattr(gates, attribute) for gap, attribute in Fairness.CHECKS.values()}
     width = 0.8 / len(models)
@@ -314,7 +317,8 @@ def fairness_gaps_figure(models: Sequence[ScoredModel], *, gates: GatesSpec, thr
         ax.grid(axis="y", alpha=0.3)
         ax.legend(loc="upper left", fontsize="small")
         highest = max(highest, top)
-    axes[0].set_ylim(0.0, max(0.1, highest * 1.25))
+    # Headroom above the highest bar or limit for the legend.
+    axes[0].set_ylim(0.0, max(0.1, highest * 1.45))
     axes[0].set_ylabel("largest difference between groups")
     return figure
 
