@@ -9,7 +9,9 @@ The figures use matplotlib's object-oriented API on the Agg canvas, never pyplot
 selected, nothing registers in pyplot's global figure list, so a long-lived process (a Dagster run
 worker, the serving process) keeps no figure alive after it is rendered. Each figure is drawn in
 matplotlib's default style with math text off, whatever a user's ``matplotlibrc`` says, so the
-same inputs give the same bytes and a group value with ``$`` in it is drawn as written.
+same inputs give the same bytes and a group value with ``$`` in it is drawn as written. The
+style is set for the duration of one call and matplotlib is not thread-safe: draw from one
+thread at a time (a Dagster step does).
 """
 
 from __future__ import annotations
@@ -353,10 +355,9 @@ def _counts(y: np.ndarray, proba: np.ndarray, threshold: float) -> _Counts:
 
 @contextmanager
 def _style() -> Iterator[None]:
-    import matplotlib as mpl
     import matplotlib.style
 
-    with matplotlib.style.context("default"), mpl.rc_context({"text.parse_math": False, "text.usetex": False}):
+    with matplotlib.style.context("default"), matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
         yield
 
 
@@ -368,7 +369,6 @@ def _figure(
     height_ratios: tuple[float, ...] | None = None,
     sharex: bool = False,
     sharey: bool = False,
-    bottom: float = 0.65,
 ) -> tuple[Figure, list[Axes]]:
     """A figure of ``size`` inches with fixed margins (in inches) for the titles and labels.
 
@@ -382,7 +382,7 @@ def _figure(
     figure.subplots_adjust(
         left=0.8 / width,
         right=1.0 - 0.25 / width,
-        bottom=bottom / height,
+        bottom=0.65 / height,
         top=1.0 - 0.8 / height,
         wspace=0.08 if sharey else 0.3,
         hspace=0.45 if rows > 1 and not sharex else 0.08,
