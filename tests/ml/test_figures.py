@@ -19,11 +19,9 @@ from mlops_assets.ml.evaluation import DECISION_THRESHOLD, calibration_bins, cal
 from mlops_assets.ml.figures import FigureName, PngFigure, ScoredModel, evaluation_figures
 from mlops_assets.spec import GatesSpec
 from tests.ml.conftest import Holdout
+from tests.ml.report_cases import HOSTILE_GROUP, MATH_GROUP, tiny_models
 
 EVERY_FIGURE = [str(n) for n in FigureName]
-HOSTILE_GROUP = "</script><img src=x onerror=alert(1)>"
-# Even-numbered dollars make matplotlib parse the text as math, and this is no valid math.
-MATH_GROUP = r"a $\frac{$ b"
 
 
 def line(ax: Axes, label: str) -> tuple[np.ndarray, np.ndarray]:
@@ -40,19 +38,6 @@ def legend_texts(ax: Axes) -> list[str]:
     legend = ax.get_legend()
     assert legend is not None, f"axes {ax.get_title()!r} has no legend"
     return [t.get_text() for t in legend.get_texts()]
-
-
-def tiny_models(groups: list[str]) -> tuple[np.ndarray, ScoredModel, ScoredModel]:
-    """Eight rows whose confusion counts can be worked out by hand."""
-    y = np.array([1, 1, 0, 0, 1, 0, 1, 0])
-    candidate = np.array([0.9, 0.4, 0.6, 0.1, 0.7, 0.2, 0.8, 0.3])
-    champion = np.array([0.6, 0.3, 0.7, 0.6, 0.2, 0.1, 0.9, 0.4])
-    sensitive = pd.DataFrame({"gender": groups})
-    return (
-        y,
-        ScoredModel("candidate", "3", candidate, evaluate(y, candidate, sensitive)),
-        ScoredModel("champion", "2", champion, evaluate(y, champion, sensitive)),
-    )
 
 
 def test_every_figure_is_a_png_titled_with_both_versions(gss_holdout: Holdout) -> None:

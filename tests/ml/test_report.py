@@ -8,15 +8,12 @@ from html.parser import HTMLParser
 import pytest
 
 from mlops_assets.ml.evaluation import DECISION_THRESHOLD
-from mlops_assets.ml.figures import PngFigure, evaluation_figures
-from mlops_assets.ml.promotion import BatchEvidence, Decision, GateResult, decide
+from mlops_assets.ml.figures import PngFigure
+from mlops_assets.ml.promotion import GateResult
 from mlops_assets.ml.report import CONTENT_SECURITY_POLICY, evaluation_report, gate_margin
 from mlops_assets.spec import GatesSpec
 from tests.ml.conftest import Holdout
-from tests.ml.test_figures import HOSTILE_GROUP, tiny_models
-
-BOLD_REASON = "<b>the board said so</b> & it's fine"
-HOSTILE_MODEL = 'gss"><script>alert(1)</script>'
+from tests.ml.report_cases import HOSTILE_TEXTS, decision_on, hostile_report, report_of
 
 
 class Page(HTMLParser):
@@ -26,17 +23,11 @@ class Page(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self.text: list[str] = []
-        self._in: list[str] = []
         self.feed(text)
         self.close()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, dict(attrs)))
-        self._in.append(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._in and self._in[-1] == tag:
-            self._in.pop()
 
     def handle_data(self, data: str) -> None:
         self.text.append(data)
@@ -47,41 +38,6 @@ class Page(HTMLParser):
     @property
     def body_text(self) -> str:
         return " ".join(self.text)
-
-
-def training_data(*bad: str) -> list[BatchEvidence]:
-    good = [BatchEvidence("1990", True, "validated")]
-    return good + [BatchEvidence(b, False, f"batch {b} failed <i>age_in_range</i>") for b in bad]
-
-
-def report_of(holdout: Holdout, decision: Decision, *, gates: GatesSpec | None = None) -> tuple[str, list[PngFigure]]:
-    champion = holdout.champion if decision.champion_version else None
-    rendered = evaluation_figures(
-        y=holdout.y, candidate=holdout.candidate, champion=champion, gates=gates or GatesSpec()
-    )
-    page = evaluation_report(
-        model="gss_wages",
-        decision=decision,
-        candidate=holdout.candidate.evaluation,
-        champion=champion.evaluation if champion else None,
-        figures=rendered,
-        threshold=DECISION_THRESHOLD,
-        generated_at="2026-11-23T10:00:00+00:00",
-    )
-    return page, rendered
-
-
-def decision_on(holdout: Holdout, gates: GatesSpec, **kwargs: object) -> Decision:
-    args: dict = {
-        "candidate_version": "3",
-        "candidate": holdout.candidate.evaluation,
-        "champion_version": "2",
-        "champion": holdout.champion.evaluation,
-        "gates": gates,
-        "has_signature": True,
-        "training_data": training_data(),
-    }
-    return decide(**{**args, **kwargs})
 
 
 @pytest.mark.parametrize(
@@ -199,33 +155,12 @@ def test_the_verdict_and_the_champion_after(
 
 
 def test_data_and_spec_text_is_escaped() -> None:
-    y, candidate, champion = tiny_models([HOSTILE_GROUP, "<b>m</b>"] * 4)
-    gates = GatesSpec(min_metrics={}, max_regression={})
-    decision = decide(
-        candidate_version="3",
-        candidate=candidate.evaluation,
-        champion_version="2",
-        champion=champion.evaluation,
-        gates=gates,
-        has_signature=True,
-        training_data=training_data("1991<script>x()</script>"),
-        override_reason=BOLD_REASON,
-    )
-    rendered = evaluation_figures(y=y, candidate=candidate, champion=champion, gates=gates)
-    page = evaluation_report(
-        model=HOSTILE_MODEL,
-        decision=decision,
-        candidate=candidate.evaluation,
-        champion=champion.evaluation,
-        figures=rendered,
-        threshold=DECISION_THRESHOLD,
-        generated_at="<i>now</i>",
-    )
+    page, rendered = hostile_report()
     parsed = Page(page)
     assert len(parsed.all("img")) == len(rendered)
     assert not {t for t, _ in parsed.tags} & {"script", "b", "i"}
     text = parsed.body_text
-    for written in (HOSTILE_GROUP, "<b>m</b>", BOLD_REASON, HOSTILE_MODEL, "1991<script>x()</script>", "<i>now</i>"):
+    for written in HOSTILE_TEXTS:
         assert written in text, written
     assert "&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in page
 

@@ -14,15 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.ml.evaluation import DECISION_THRESHOLD
-from mlops_assets.ml.figures import evaluation_figures
-from mlops_assets.ml.promotion import decide
-from mlops_assets.ml.report import evaluation_report
 from mlops_assets.spec import GatesSpec
 from tests.chromium import Chromium
 from tests.ml.conftest import Holdout
-from tests.ml.test_figures import HOSTILE_GROUP, tiny_models
-from tests.ml.test_report import BOLD_REASON, HOSTILE_MODEL, decision_on, report_of, training_data
+from tests.ml.report_cases import HOSTILE_TEXTS, decision_on, hostile_report, report_of
 
 
 def test_the_report_opens_offline_without_errors_and_shows_every_figure(
@@ -45,37 +40,14 @@ def test_the_report_opens_offline_without_errors_and_shows_every_figure(
 
 
 def test_values_from_the_data_stay_text_in_the_browser(chromium: Chromium, tmp_path: Path) -> None:
-    y, candidate, champion = tiny_models([HOSTILE_GROUP, "<b>m</b>"] * 4)
-    gates = GatesSpec(min_metrics={}, max_regression={})
-    decision = decide(
-        candidate_version="3",
-        candidate=candidate.evaluation,
-        champion_version="2",
-        champion=champion.evaluation,
-        gates=gates,
-        has_signature=True,
-        training_data=training_data("1991<script>x()</script>"),
-        override_reason=BOLD_REASON,
-    )
-    rendered = evaluation_figures(y=y, candidate=candidate, champion=champion, gates=gates)
+    page, rendered = hostile_report()
     path = tmp_path / "hostile.html"
-    path.write_text(
-        evaluation_report(
-            model=HOSTILE_MODEL,
-            decision=decision,
-            candidate=candidate.evaluation,
-            champion=champion.evaluation,
-            figures=rendered,
-            threshold=DECISION_THRESHOLD,
-            generated_at="2026-11-23",
-        ),
-        encoding="utf-8",
-    )
+    path.write_text(page, encoding="utf-8")
     load = chromium.load(path)
     assert (load.errors, load.dialogs, load.external_requests, load.scripts) == ([], [], [], 0)
     assert [i["alt"] for i in load.images] == [f.title for f in rendered]
     assert all(i["naturalWidth"] > 0 for i in load.images)
-    for written in (HOSTILE_GROUP, BOLD_REASON, HOSTILE_MODEL, "1991<script>x()</script>"):
+    for written in HOSTILE_TEXTS:
         assert written in load.text, written
 
 
