@@ -433,6 +433,8 @@ def _tabulate(members: list[_Leaf], leaf_tables: list[np.ndarray], cell_budget: 
     added to the table by broadcasting.
     """
     features = np.unique(np.concatenate([leaf.features for leaf in members]))
+    if features.size >= cell_budget.bit_length():
+        return None  # every feature splits its codes into at least two classes: 2**features cells
     position = {int(j): k for k, j in enumerate(features)}
     per_leaf = [dict(zip(leaf.features.tolist(), leaf.masks, strict=True)) for leaf in members]
     class_of_code: list[np.ndarray] = []
