@@ -265,6 +265,9 @@ def _goes_left(
         in_left = _bits(raw_left_bitsets[int(node["bitset_idx"])], categories)
         is_known = _bits(known[int(f_idx_map[j])], categories)
         # The order of _predict_one_from_raw_data: left bitset, then known categories, else missing.
+        # In scikit-learn 1.9 the internal encoder maps a never-seen category to NaN and every code it
+        # emits is a known category, so the last branch is only reached by NaN; it is kept so routing
+        # stays the predictor's own should the encoder and the bin mapper ever disagree.
         left = in_left | (~is_known & missing_left)
         return np.append(left, missing_left)
     column_thresholds = thresholds[j]
