@@ -251,18 +251,18 @@ def _numeric_thresholds(trees: list[Any], is_categorical: np.ndarray, n_features
 
 
 def _goes_left(
-    node: Any,
+    node: dict[str, Any],
     thresholds: list[np.ndarray | None],
     known: np.ndarray,
     f_idx_map: np.ndarray,
     raw_left_bitsets: np.ndarray,
 ) -> np.ndarray:
     """Over the node's feature's codes: does a row with that code go to the left child?"""
-    j = int(node["feature_idx"])
+    j = node["feature_idx"]
     missing_left = bool(node["missing_go_to_left"])
     if node["is_categorical"]:
         categories = np.arange(_CATEGORY_CODES)
-        in_left = _bits(raw_left_bitsets[int(node["bitset_idx"])], categories)
+        in_left = _bits(raw_left_bitsets[node["bitset_idx"]], categories)
         is_known = _bits(known[int(f_idx_map[j])], categories)
         # The order of _predict_one_from_raw_data: left bitset, then known categories, else missing.
         # In scikit-learn 1.9 the internal encoder maps a never-seen category to NaN and every code it
@@ -281,6 +281,20 @@ def _bits(bitset: np.ndarray, values: np.ndarray) -> np.ndarray:
     return ((bitset[values // 32] >> (values % 32).astype(np.uint32)) & 1).astype(bool)
 
 
+_NODE_FIELDS = (
+    "value",
+    "count",
+    "feature_idx",
+    "num_threshold",
+    "missing_go_to_left",
+    "left",
+    "right",
+    "is_leaf",
+    "is_categorical",
+    "bitset_idx",
+)
+
+
 def _leaves_of(
     tree: Any,
     thresholds: list[np.ndarray | None],
@@ -289,7 +303,9 @@ def _leaves_of(
     f_idx_map: np.ndarray,
 ) -> tuple[list[_Leaf], dict[int, tuple[int, int]]]:
     """The tree's leaves in depth-first order, and per node the range of leaves under it."""
-    nodes = tree.nodes
+    # Plain Python values: reading fields of a structured array one element at a time is slow.
+    columns = {name: tree.nodes[name].tolist() for name in _NODE_FIELDS}
+    nodes = [dict(zip(_NODE_FIELDS, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     raw_left = tree.raw_left_cat_bitsets
     leaves: list[_Leaf] = []
     ranges: dict[int, tuple[int, int]] = {}
@@ -304,24 +320,24 @@ def _leaves_of(
             continue
         first[index] = len(leaves)
         if node["is_leaf"]:
-            features = np.array(sorted(path), dtype=np.intp)
+            features = sorted(path)
             leaves.append(
                 _Leaf(
                     value=float(node["value"]),
-                    features=features,
-                    zero=np.array([path[int(j)][1] for j in features], dtype=np.float64),
-                    masks=[path[int(j)][0] for j in features],
+                    features=np.array(features, dtype=np.intp),
+                    zero=np.array([path[j][1] for j in features], dtype=np.float64),
+                    masks=[path[j][0] for j in features],
                 )
             )
             ranges[index] = (first[index], len(leaves))
             continue
-        j = int(node["feature_idx"])
+        j = node["feature_idx"]
         left = _goes_left(node, thresholds, known, f_idx_map, raw_left)
         stack.append((index, path, True))
-        for child, takes in ((int(node["right"]), ~left), (int(node["left"]), left)):
-            ratio = float(nodes[child]["count"]) / float(node["count"])
-            mask, zero = path.get(j, (np.ones_like(left), 1.0))
-            stack.append((child, {**path, j: (mask & takes, zero * ratio)}, False))
+        mask, zero = path.get(j, (None, 1.0))
+        for child, takes in ((node["right"], ~left), (node["left"], left)):
+            ratio = nodes[child]["count"] / node["count"]
+            stack.append((child, {**path, j: (takes if mask is None else mask & takes, zero * ratio)}, False))
     return leaves, ranges
 
 
