@@ -135,3 +135,22 @@ def test_a_file_that_is_not_ours_or_of_another_version_is_refused(tmp_path: Path
     pq.write_table(table.replace_schema_metadata(metadata), path)
     with pytest.raises(ValueError, match="old.parquet: attributions schema_version 0, this code reads 1"):
         row_explanation(str(path), 0)
+
+
+def test_writing_and_reading_a_row_loads_no_ml_library(tmp_path: Path) -> None:
+    """What ``mlops explain --row`` will run: numpy and pyarrow only, no model library."""
+    import subprocess
+    import sys
+
+    probe = f"""
+import sys, numpy as np
+from mlops_assets.ml.attribution.core import Attributions
+from mlops_assets.ml.attribution import row_explanation, write_attributions
+v = np.ones((3, 2))
+a = Attributions(columns=("a", "b"), values=v, base_value=0.0, raw_output=v.sum(1), method="linear_exact")
+write_attributions({str(tmp_path / "b.parquet")!r}, a, top_k=1, model_version="1", model_family="f", batch="b")
+assert row_explanation({str(tmp_path / "b.parquet")!r}, 2).row == 2
+print([m for m in ("sklearn", "torch", "scipy", "mlflow", "shap") if m in sys.modules])
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
