@@ -486,8 +486,8 @@ def _tabulate(members: list[_Leaf], leaf_tables: list[np.ndarray], cell_budget: 
             ones = holds[k][i].astype(np.intp) << bit
             pattern = pattern + ones.reshape([-1 if axis == k else 1 for axis in range(len(shape))])
         values = leaf_table[pattern]  # the sub-grid of the leaf's own axes, then one value per path feature
-        for i, k in enumerate(axes):
-            table[k] += values[..., i]
+        for path_position, k in enumerate(axes):
+            table[k] += values[..., path_position]
     strides = np.cumprod((1, *shape[:0:-1]))[::-1]
     lookups = [classes * stride for classes, stride in zip(class_of_code, strides, strict=True)]
     return _Block(features=features, lookups=lookups, table=table.reshape(features.size, cells))
@@ -496,10 +496,3 @@ def _tabulate(members: list[_Leaf], leaf_tables: list[np.ndarray], cell_budget: 
 def _add_direct_leaf(leaf: _Leaf, codes: np.ndarray, phi: np.ndarray) -> None:
     ones = np.stack([mask[codes[j]] for j, mask in zip(leaf.features, leaf.masks, strict=True)], axis=1)
     phi[leaf.features] += _leaf_shapley(leaf.value, leaf.zero, ones.astype(np.float64)).T
-
-
-def max_additivity_residual(phi: np.ndarray, base_value: float, raw_output: np.ndarray) -> float:
-    """``max |base + sum(phi) - raw|`` over rows (0 for no rows)."""
-    if phi.shape[0] == 0:
-        return 0.0
-    return float(np.max(np.abs(base_value + phi.sum(axis=1) - raw_output)))
