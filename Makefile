@@ -10,7 +10,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export MLOPS_HOME ?= $(CURDIR)/.mlops
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: install demo test lint format test-integration ui mlflow-ui bench-drift bench-train bench-figures clean
+.PHONY: install demo test lint format test-integration ui mlflow-ui bench-drift bench-train bench-figures bench-explain clean
 
 install: $(VENV)/.installed
 
@@ -59,6 +59,10 @@ bench-train: install
 
 bench-figures: install
 	$(BIN)/python benchmarks/bench_figures.py
+
+# Per-row TreeSHAP against shap's TreeExplainer (a dev dependency) on the demo's and a synthetic model.
+bench-explain: install
+	$(BIN)/python benchmarks/bench_explain.py
 
 clean:
 	rm -rf $(MLOPS_HOME)

@@ -249,6 +249,26 @@ class MonitoringSpec(_Strict):
     )
 
 
+class ExplainSpec(_Strict):
+    """Per-row explanations of the champion's scores, and how their global ranking is monitored."""
+
+    top_k: Annotated[int, Field(ge=1)] = Field(
+        default=5,
+        description="Contributions kept per row (the largest by absolute value); the rest is stored as one sum.",
+    )
+    drift_metric: Literal["ndcg"] = Field(
+        default="ndcg",
+        description="How a batch's importance ranking is compared with training's: nDCG as SageMaker Clarify uses.",
+    )
+    drift_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=0.9, description="Attribution drift when the metric falls below this (Clarify's default)."
+    )
+    integration_steps: Annotated[int, Field(ge=1)] = Field(
+        default=64,
+        description="torch_mlp only: integrated-gradients steps; more steps, smaller completeness error.",
+    )
+
+
 class ExpectationSpec(_Strict):
     """One of the spec's own Great Expectations, e.g. ExpectColumnValuesToBeBetween."""
 
@@ -294,6 +314,7 @@ class PipelineSpec(_Strict):
     drift: DriftSpec = Field(default_factory=DriftSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    explain: ExplainSpec = Field(default_factory=ExplainSpec)
 
     _origin: str = PrivateAttr(default="<spec>")
 
