@@ -26,18 +26,15 @@ from mlops_assets.ml.drift import (
     DriftPolicy,
     DriftResult,
     ReferenceProfile,
-    _ks_p_value,
-    _NumRef,
-    _quantile_l1,
-    _sample_positions,
-    _sturges_binned,
-    _wasserstein_distance,
     detect_drift,
     infer_column_kinds,
     render_evidently_report,
     sample_batch,
     verdict_mismatches,
 )
+from mlops_assets.ml.drift.profile import NumericReference
+from mlops_assets.ml.drift.sampling import sample_positions
+from mlops_assets.ml.drift.stats import ks_p_value, quantile_l1, sturges_binned, wasserstein_distance
 from tests.conftest import gss
 
 TOL = 1e-9
@@ -214,13 +211,13 @@ def test_scores_equal_scipy_on_random_samples() -> None:
             cur_raw = rng.integers(0, 9, size=n).astype(float)
         ref = _ref(ref_raw)
         cur = np.sort(cur_raw)
-        assert abs(_wasserstein_distance(ref, cur) - stats.wasserstein_distance(ref_raw, cur_raw)) <= 1e-12
-        assert abs(_ks_p_value(ref, cur) - stats.ks_2samp(ref_raw, cur_raw).pvalue) <= 1e-12
+        assert abs(wasserstein_distance(ref, cur) - stats.wasserstein_distance(ref_raw, cur_raw)) <= 1e-12
+        assert abs(ks_p_value(ref, cur) - stats.ks_2samp(ref_raw, cur_raw).pvalue) <= 1e-12
         values, counts = np.unique(cur, return_counts=True)
-        compressed = _quantile_l1(ref.values, ref.counts, values, counts)
+        compressed = quantile_l1(ref.values, ref.counts, values, counts)
         assert abs(compressed - stats.wasserstein_distance(ref_raw, cur_raw)) <= 1e-12
     ref_raw, cur_raw = rng.normal(size=900), rng.normal(0.05, 1, size=30_000)
-    assert abs(_ks_p_value(_ref(ref_raw), np.sort(cur_raw)) - stats.ks_2samp(ref_raw, cur_raw).pvalue) <= 1e-12
+    assert abs(ks_p_value(_ref(ref_raw), np.sort(cur_raw)) - stats.ks_2samp(ref_raw, cur_raw).pvalue) <= 1e-12
 
 
 def test_gss_wages_years_match_evidently() -> None:
@@ -251,16 +248,18 @@ def test_binning_equals_evidently_get_binned_data(integer: bool) -> None:
     else:
         ref_raw, cur_raw = rng.normal(size=5000), rng.normal(0.3, 1, size=3000)
     ref = _ref(ref_raw.astype(float))
-    ref = _NumRef(values=ref.values, counts=ref.counts, std=ref.std, integer=integer)
-    ours = _sturges_binned(ref, np.sort(cur_raw.astype(float)), integer)
+    ref = NumericReference(values=ref.values, counts=ref.counts, std=ref.std, integer=integer)
+    ours = sturges_binned(ref, np.sort(cur_raw.astype(float)), integer)
     theirs = get_binned_data(pd.Series(ref_raw), pd.Series(cur_raw), ColumnType.Numerical, 30, False)
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def _ref(raw: np.ndarray) -> _NumRef:
+def _ref(raw: np.ndarray) -> NumericReference:
     values, counts = np.unique(raw, return_counts=True)
-    return _NumRef(values=values, counts=None if (counts == 1).all() else counts, std=float(np.std(raw)), integer=False)
+    return NumericReference(
+        values=values, counts=None if (counts == 1).all() else counts, std=float(np.std(raw)), integer=False
+    )
 
 
 # ---- defined behaviour at the edges ---------------------------------------------------------
@@ -390,12 +389,12 @@ def test_sample_keeps_method_selection() -> None:
             "sparse": np.where(rng.random(n) < 0.99, np.nan, 1.0),
         }
     )
-    positions = _sample_positions(frame, list(frame.columns), [], 2000, seed=0)
+    positions = sample_positions(frame, list(frame.columns), [], 2000, seed=0)
     sample = frame.iloc[positions]
     assert sample["mostly_null"].notna().sum() > 1000 < frame["mostly_null"].notna().sum()
     assert sample["rare_sixth"].nunique() == 6
     assert sample["sparse"].notna().sum() == frame["sparse"].notna().sum()
-    assert np.array_equal(positions, _sample_positions(frame, list(frame.columns), [], 2000, seed=0))
+    assert np.array_equal(positions, sample_positions(frame, list(frame.columns), [], 2000, seed=0))
 
 
 def test_evidently_report_agrees_with_the_check(tmp_path: Path) -> None:
