@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -645,3 +646,56 @@ def _chromium_dom(page: Path, profile_dir: Path) -> str:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, f"chromium exited with {proc.returncode}"
     return out
+
+
+# ---- the check and the report are separable --------------------------------------------------------
+
+_SEPARATE_PROCESS = """
+import json, sys, warnings
+import pandas as pd
+from mlops_assets.ml.drift import DriftPolicy, ReferenceProfile, detect_drift, render_evidently_report
+
+heavy = ("evidently", "scipy.stats")
+before = [m for m in heavy if m in sys.modules]
+profile = ReferenceProfile.from_bytes(open(sys.argv[1], "rb").read())
+batch = pd.read_parquet(sys.argv[2])
+if sys.argv[3] == "check":
+    result = detect_drift(profile, batch)
+else:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = render_evidently_report(profile, batch, DriftPolicy(), sys.argv[3])
+after = [m for m in heavy if m in sys.modules]
+print(json.dumps({"before": before, "after": after, "result": result.to_dict()}))
+"""
+
+
+def _in_fresh_process(profile: Path, batch: Path, mode: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", _SEPARATE_PROCESS, str(profile), str(batch), mode],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_check_never_imports_evidently_and_the_report_renders_alone(tmp_path: Path) -> None:
+    """From a stored profile and a batch file, each in its own process: the check loads neither
+    Evidently nor scipy.stats (GSS gets the large-reference defaults), and the report needs no check."""
+    reference, batch = _gss_frames(0)
+    profile = ReferenceProfile.build(reference, numerical=GSS_NUMERICAL, categorical=GSS_CATEGORICAL)
+    (tmp_path / "profile.bin").write_bytes(profile.to_bytes())
+    batch.to_parquet(tmp_path / "batch.parquet")
+    check = _in_fresh_process(tmp_path / "profile.bin", tmp_path / "batch.parquet", "check")
+    assert check["before"] == [] and check["after"] == []
+    html = tmp_path / "report.html"
+    report = _in_fresh_process(tmp_path / "profile.bin", tmp_path / "batch.parquet", str(html))
+    assert report["before"] == [] and "evidently" in report["after"]
+    assert _scripts(html.read_text(encoding="utf-8")).scripts[0][1].lstrip().startswith("var metric_")
+    expected = detect_drift(profile, batch).to_dict()
+    assert check["result"] == json.loads(json.dumps(expected))
+    assert [(c["column"], c["method"], c["drifted"]) for c in report["result"]["columns"]] == [
+        (c["column"], c["method"], c["drifted"]) for c in expected["columns"]
+    ]

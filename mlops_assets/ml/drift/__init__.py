@@ -3,10 +3,11 @@
 ``detect_drift(profile, batch, policy)`` returns, for every column of the profile, the same score,
 method, threshold and verdict that Evidently 0.7.23's ``Report([DataDriftPreset(...)])`` gives on
 the full reference and the full batch, and the same dataset verdict; only the profile is read,
-never the training data again. ``render_evidently_report`` renders Evidently's own HTML report from
-the same profile and batch, separately and only when asked. docs/drift.md has the method table,
-how the statistics are exact and fast, the behaviour where Evidently has none, and the sample size
-of the report.
+never the training data again, and Evidently is never imported. ``render_evidently_report`` (or
+``render_evidently_html``) renders Evidently's own HTML report from the same profile and batch,
+apart from the check and only when asked. docs/drift.md has the method table, how the
+statistics are exact and fast, the behaviour where Evidently has none, and the report's sample
+size.
 
 Modules, one job each: ``methods`` (Evidently's methods, the policy and the method choice),
 ``columns`` (reading a column; input errors), ``stats`` (the statistics kernels), ``profile`` (the
@@ -29,7 +30,7 @@ from mlops_assets.ml.drift.methods import (
     method_label,
 )
 from mlops_assets.ml.drift.profile import ReferenceProfile
-from mlops_assets.ml.drift.report import parse_evidently_snapshot, render_evidently_report
+from mlops_assets.ml.drift.report import parse_evidently_snapshot, render_evidently_html, render_evidently_report
 from mlops_assets.ml.drift.result import ColumnDrift, DriftResult, verdict_mismatches
 from mlops_assets.ml.drift.sampling import DEFAULT_SAMPLE_SIZE, sample_batch
 
@@ -51,6 +52,7 @@ __all__ = [
     "infer_column_kinds",
     "method_label",
     "parse_evidently_snapshot",
+    "render_evidently_html",
     "render_evidently_report",
     "sample_batch",
     "verdict_mismatches",
