@@ -233,7 +233,8 @@ def _column_map(
     total = frame.shape[0]
     nulls = series.isnull()
     null_count = int(np.count_nonzero(nulls))
-    domain = series[~nulls]
+    # GE filters the nulls out; with none the filtered column is the column itself.
+    domain = series[~nulls] if null_count else series
     try:
         meets = condition(domain)
         unexpected, values, index = _unexpected(domain, meets)
@@ -254,7 +255,9 @@ def _unexpected(domain: pd.Series, meets: Any) -> tuple[int, list[Any], list[Any
     """Unexpected count, the first values and their index labels, as GE's pandas map metrics give them.
 
     ``column_condition_partial`` inverts the condition; the count is ``np.count_nonzero``, the
-    values ``domain[unexpected == True][:20]`` and the index labels those of the same rows.
+    values ``list(domain[unexpected == True][:20])`` and the index labels those of the same rows.
+    For a boolean mask the first 20 rows are taken by position instead of filtering the whole
+    column: the same rows, boxed by the same Series iteration.
     """
     unexpected = ~meets
     if len(domain) == 0:
@@ -263,10 +266,9 @@ def _unexpected(domain: pd.Series, meets: Any) -> tuple[int, list[Any], list[Any
     mask = np.asarray(unexpected)
     if mask.dtype != np.bool_ or mask.shape != (len(domain),):
         raise NotReproduced("the condition is not one boolean per row")
-    count = int(np.count_nonzero(unexpected))
-    values = list(domain[unexpected == True][:PARTIAL_UNEXPECTED_COUNT])  # noqa: E712 - GE's own expression
-    index = list(domain.index[mask][:PARTIAL_UNEXPECTED_COUNT])
-    return count, values, index
+    count = int(np.count_nonzero(mask))
+    first = np.flatnonzero(mask)[:PARTIAL_UNEXPECTED_COUNT]
+    return count, list(domain.iloc[first]), list(domain.index[first])
 
 
 def _format_map_output(

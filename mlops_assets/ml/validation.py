@@ -79,7 +79,7 @@ class Suite:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of one expectation on one batch."""
+    """The result of one expectation on one batch; ``result`` is GE's SUMMARY result (empty if it could not run)."""
 
     expectation: Expectation
     success: bool
@@ -87,6 +87,7 @@ class Outcome:
     element_count: int | None
     observed: Any
     message: str
+    result: dict[str, Any] = field(default_factory=dict)
 
     @property
     def blocking_failure(self) -> bool:
@@ -313,6 +314,7 @@ def _outcomes(suite: Suite, results: dict[str, ExpectationResult], skipped: list
                 element_count=r.result.get("element_count"),
                 observed=_observed(r.result),
                 message=_message(e, r.success, r.result, batch, r.exception_message),
+                result=r.result,
             )
         )
     order = {e.check: i for i, e in enumerate(suite.expectations)}

@@ -349,6 +349,7 @@ def test_validate_gives_great_expectations_outcomes_on_gss_batches(suite: Suite,
             b.message,
         ), a.expectation.check
         assert _same(a.observed, b.observed) is None, a.expectation.check
+        assert _same(a.result, b.result) is None, a.expectation.check
     if name != "good":
         assert not all(o.success for o in ours)
 
