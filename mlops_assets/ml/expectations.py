@@ -48,18 +48,17 @@ class NotReproduced(Exception):
 def reproducible(type_: str, kwargs: Mapping[str, Any]) -> bool:
     """Whether ``evaluate`` gives GE's result for this expectation type and these kwargs on any frame it accepts."""
     spec = _KWARGS.get(type_)
-    if spec is None or not set(kwargs) <= spec.keys():
+    if spec is None or not set(kwargs) <= spec.keys() or not _REQUIRED[type_] <= set(kwargs):
         return False
     if not all(check(kwargs[key]) for key, check in spec.items() if key in kwargs):
         return False
+    # GE's models reject these when the expectation is built; GE raises its own error for them.
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
     if type_ == "ExpectTableRowCountToBeBetween":
-        low, high = kwargs.get("min_value"), kwargs.get("max_value")
-        # GE's model rejects min > max when the expectation is built: GE raises that error itself.
         return low is None or high is None or low <= high
     if type_ == "ExpectColumnValuesToBeBetween":
-        # GE's model rejects both bounds missing when the expectation is built.
-        return kwargs.get("min_value") is not None or kwargs.get("max_value") is not None
-    return "column" in kwargs or type_ == "ExpectTableRowCountToBeBetween"
+        return low is not None or high is not None
+    return True
 
 
 def frame_reproducible(frame: pd.DataFrame) -> bool:
@@ -90,6 +89,17 @@ def _is_number(value: Any) -> bool:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_bound(value: Any) -> bool:
+    """A number GE's model turns into a float (an int beyond float range fails there)."""
+    if not _is_number(value):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _is_mostly(value: Any) -> bool:
@@ -128,13 +138,21 @@ _KWARGS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "ExpectColumnValuesToNotBeNull": {"column": _is_column, "mostly": _is_mostly},
     "ExpectColumnValuesToBeBetween": {
         "column": _is_column,
-        "min_value": _is_optional(_is_number),
-        "max_value": _is_optional(_is_number),
+        "min_value": _is_optional(_is_bound),
+        "max_value": _is_optional(_is_bound),
         "strict_min": _is_bool,
         "strict_max": _is_bool,
         "mostly": _is_mostly,
     },
     "ExpectColumnValuesToBeInSet": {"column": _is_column, "value_set": _is_value_set, "mostly": _is_mostly},
+}
+_REQUIRED: dict[str, set[str]] = {
+    "ExpectTableRowCountToBeBetween": set(),
+    "ExpectColumnToExist": {"column"},
+    "ExpectColumnValuesToBeInTypeList": {"column"},
+    "ExpectColumnValuesToNotBeNull": {"column"},
+    "ExpectColumnValuesToBeBetween": {"column"},
+    "ExpectColumnValuesToBeInSet": {"column", "value_set"},
 }
 FAST_TYPES: frozenset[str] = frozenset(_KWARGS)
 

@@ -406,3 +406,34 @@ def test_other_expectation_types_still_run_through_great_expectations(suite: Sui
     assert outcomes["young_known"].element_count == reference["young_known"].result["element_count"] < len(frame)
     _, total, imported = _validate_in_a_fresh_process(tmp_path, with_spec, [frame])
     assert (int(total), imported) == (len(with_spec.expectations), "True")
+
+
+@pytest.mark.parametrize(
+    ("type_", "kwargs", "fast"),
+    [
+        ("ExpectTableRowCountToBeBetween", {"min_value": 1}, True),
+        ("ExpectColumnToExist", {"column": "age"}, True),
+        ("ExpectColumnValuesToBeInTypeList", {"column": "age", "type_list": NUMERIC_TYPES}, True),
+        ("ExpectColumnValuesToNotBeNull", {"column": "age", "mostly": 0.9}, True),
+        ("ExpectColumnValuesToBeBetween", {"column": "age", "min_value": 18, "max_value": 89.5, "mostly": 1}, True),
+        ("ExpectColumnValuesToBeInSet", {"column": "wrkstat", "value_set": ["a", "b"], "mostly": 0.99}, True),
+        ("ExpectColumnValuesToBeUnique", {"column": "age"}, False),
+        ("ExpectColumnValuesToNotBeNull", {"column": "age", "row_condition": 'col("age")>1'}, False),
+        ("ExpectColumnValuesToNotBeNull", {"column": "age", "result_format": "COMPLETE"}, False),
+        ("ExpectColumnValuesToNotBeNull", {"column": "age", "mostly": 1.5}, False),
+        ("ExpectColumnValuesToNotBeNull", {"column": "age", "mostly": True}, False),
+        ("ExpectColumnValuesToNotBeNull", {"mostly": 0.5}, False),
+        ("ExpectColumnValuesToBeBetween", {"column": "age", "min_value": "18"}, False),
+        ("ExpectColumnValuesToBeBetween", {"column": "age", "min_value": True}, False),
+        ("ExpectColumnValuesToBeBetween", {"column": "age", "max_value": 10**400}, False),
+        ("ExpectColumnValuesToBeBetween", {"column": "age"}, False),
+        ("ExpectColumnValuesToBeBetween", {"column": "age", "min_value": 1, "strict_min": 1}, False),
+        ("ExpectTableRowCountToBeBetween", {"min_value": 10, "max_value": 1}, False),
+        ("ExpectTableRowCountToBeBetween", {"min_value": 1.5}, False),
+        ("ExpectColumnValuesToBeInSet", {"column": "wrkstat"}, False),
+        ("ExpectColumnValuesToBeInSet", {"column": "wrkstat", "value_set": [["nested"]]}, False),
+        ("ExpectColumnToExist", {"column": ""}, False),
+    ],
+)
+def test_which_expectations_the_fast_path_takes(type_: str, kwargs: dict[str, object], fast: bool) -> None:
+    assert reproducible(type_, kwargs) is fast
