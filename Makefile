@@ -10,7 +10,8 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export MLOPS_HOME ?= $(CURDIR)/.mlops
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: install demo test lint format test-integration ui mlflow-ui bench-drift bench-train bench-figures bench-explain clean
+.PHONY: install demo test lint format test-integration ui mlflow-ui clean
+.PHONY: bench-drift bench-validate bench-train bench-figures bench-explain
 
 install: $(VENV)/.installed
 
@@ -53,6 +54,9 @@ mlflow-ui: install
 
 bench-drift: install
 	$(BIN)/python benchmarks/bench_drift.py
+
+bench-validate: install
+	$(BIN)/python benchmarks/bench_validate.py
 
 bench-train: install
 	$(BIN)/python benchmarks/bench_train.py

@@ -14,13 +14,20 @@ _ML_SOURCES = Path(__file__).parent
 
 @functools.cache
 def code_version() -> str:
-    """A hash of the ML logic's source (this package's ``ml`` modules).
+    """A hash of the ML logic's source: every Python file under this package's ``ml`` folder, subpackages included.
 
-    Changing how models are trained or scored changes it; editing a README or a sensor does not.
+    Changing how models are trained, scored or checked for drift changes it; editing a README or a
+    sensor does not.
     """
+    return source_digest(_ML_SOURCES)
+
+
+def source_digest(root: Path) -> str:
+    """A hash of every ``*.py`` file under ``root`` (recursively), with its path relative to ``root``."""
     digest = hashlib.sha256()
-    for source in sorted(_ML_SOURCES.glob("*.py")):
-        digest.update(source.name.encode())
+    for source in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
+        digest.update(source.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
         digest.update(source.read_bytes())
     return digest.hexdigest()[:12]
 

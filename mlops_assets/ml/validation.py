@@ -1,14 +1,18 @@
-"""Batch validation with Great Expectations 1.x.
+"""Batch validation with Great Expectations 1.x expectations.
 
 The suite has two parts: expectations inferred from the first training data (columns present,
 numeric types, null shares, value ranges, known categories, a non-empty batch) and the spec's own.
 Every expectation carries a stable check name derived from the spec alone, so the Dagster asset
 can declare one asset check per expectation before any data is read (``planned_checks``), and the
 values the suite learns from data (bounds, category sets, null shares) are filled in later
-(``infer_suite``).
+(``infer_suite``). Every expectation is a GE 1.x class name with its kwargs, so the suite can be
+handed to GE as it is.
 
-The suite is plain JSON (``Suite.to_json``) so it is stored beside the lake and diffable; Great
-Expectations is imported only inside ``validate``.
+``validate`` evaluates the types the product generates with ``mlops_assets.ml.expectations``
+(GE's own results, without importing GE) and runs anything else through GE itself, imported only
+then; ``validate_with_great_expectations`` runs everything through GE (docs/validation.md).
+
+The suite is plain JSON (``Suite.to_json``) so it is stored beside the lake and diffable.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from mlops_assets.spec import PipelineSpec
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mlops_assets.ml.expectations import ExpectationResult
 
 Severity = Literal["error", "warn"]
 
@@ -73,7 +79,7 @@ class Suite:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of one expectation on one batch."""
+    """The result of one expectation on one batch; ``result`` is GE's SUMMARY result (empty if it could not run)."""
 
     expectation: Expectation
     success: bool
@@ -81,6 +87,7 @@ class Outcome:
     element_count: int | None
     observed: Any
     message: str
+    result: dict[str, Any] = field(default_factory=dict)
 
     @property
     def blocking_failure(self) -> bool:
@@ -192,6 +199,71 @@ def infer_suite(spec: PipelineSpec, columns: ResolvedColumns, reference: pd.Data
     return Suite(filled)
 
 
+def validate(frame: pd.DataFrame, suite: Suite, *, batch: str) -> list[Outcome]:
+    """Runs the suite on one batch; one outcome per expectation, in the suite's order.
+
+    The types the product generates are evaluated without Great Expectations, with GE's results;
+    any other type (or kwargs or data the fast path does not reproduce) runs through GE in one
+    ephemeral context. Categorical columns are compared as strings, as the suite learned them.
+    """
+    # pandas and the fast path are imported here, not with the module: the code location imports
+    # this module for planned_checks and must stay light.
+    from mlops_assets.ml.expectations import NotReproduced, evaluate, frame_reproducible, reproducible
+
+    frame = _as_validated_types(frame, suite)
+    runnable, skipped = _runnable(frame, suite, batch)
+    results: dict[str, ExpectationResult] = {}
+    by_great_expectations: list[Expectation] = []
+    fast_frame = frame_reproducible(frame)
+    for e in runnable:
+        if fast_frame and reproducible(e.type, e.kwargs):
+            try:
+                results[e.check] = evaluate(frame, e.type, e.kwargs)
+                continue
+            except NotReproduced:
+                pass
+        by_great_expectations.append(e)
+    if by_great_expectations:
+        results.update(great_expectations_results(frame, by_great_expectations))
+    return _outcomes(suite, results, skipped, batch)
+
+
+def validate_with_great_expectations(frame: pd.DataFrame, suite: Suite, *, batch: str) -> list[Outcome]:
+    """``validate`` with every expectation run by Great Expectations itself: the reference for the fast path."""
+    frame = _as_validated_types(frame, suite)
+    runnable, skipped = _runnable(frame, suite, batch)
+    return _outcomes(suite, great_expectations_results(frame, runnable), skipped, batch)
+
+
+def great_expectations_results(frame: pd.DataFrame, expectations: list[Expectation]) -> dict[str, ExpectationResult]:
+    """Each expectation's GE result (``result_format="SUMMARY"``) on ``frame``, keyed by check name."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    from mlops_assets.ml.expectations import ExpectationResult
+
+    context = gx.get_context(mode="ephemeral")
+    # Progress bars would flood the Dagster run log with one line per metric.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_def = (
+        context.data_sources.add_pandas(name="batches")
+        .add_dataframe_asset(name="batch")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    gx_suite = gx.ExpectationSuite(name="suite")
+    for e in expectations:
+        gx_suite.add_expectation(_gx_expectation(e))
+    result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(gx_suite, result_format="SUMMARY")
+    return {
+        r.expectation_config.meta["check"]: ExpectationResult(
+            success=bool(r.success),
+            result=dict(r.result or {}),
+            exception_message=_exception_message(r.exception_info),
+        )
+        for r in result.results
+    }
+
+
 def _gx_expectation(e: Expectation) -> Any:
     import great_expectations.expectations as gxe
 
@@ -202,49 +274,51 @@ def _gx_expectation(e: Expectation) -> Any:
     return cls(**e.kwargs, meta={"check": e.check})
 
 
-def validate(frame: pd.DataFrame, suite: Suite, *, batch: str) -> list[Outcome]:
-    """Runs the suite on one batch with an ephemeral GE context; one outcome per expectation.
+def _exception_message(info: Any) -> str | None:
+    """The error GE caught: ``exception_info`` is flat for the expectation, or keyed by the failed metrics."""
+    if not info:
+        return None
+    if info.get("raised_exception"):
+        return info.get("exception_message")
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return value.get("exception_message")
+    return None
 
-    Categorical columns are compared as strings, as the suite learned them.
-    """
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    frame = _as_validated_types(frame, suite)
-    context = gx.get_context(mode="ephemeral")
-    # Progress bars would flood the Dagster run log with one line per metric.
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_def = (
-        context.data_sources.add_pandas(name="batches")
-        .add_dataframe_asset(name="batch")
-        .add_batch_definition_whole_dataframe("whole")
-    )
-    gx_suite = gx.ExpectationSuite(name="suite")
-    by_check = {e.check: e for e in suite.expectations}
+def _runnable(frame: pd.DataFrame, suite: Suite, batch: str) -> tuple[list[Expectation], list[Outcome]]:
+    """The expectations that can run on ``frame``, and the outcomes of those whose column is missing."""
     present = set(frame.columns)
+    runnable: list[Expectation] = []
     skipped: list[Outcome] = []
     for e in suite.expectations:
         if e.column is not None and e.column not in present and e.type != "ExpectColumnToExist":
             message = f"batch {batch}, column {e.column!r}: {e.check} could not run: the column is missing"
             skipped.append(Outcome(e, False, None, len(frame), None, message))
+        else:
+            runnable.append(e)
+    return runnable, skipped
+
+
+def _outcomes(suite: Suite, results: dict[str, ExpectationResult], skipped: list[Outcome], batch: str) -> list[Outcome]:
+    outcomes = list(skipped)
+    for e in suite.expectations:
+        r = results.get(e.check)
+        if r is None:
             continue
-        gx_suite.add_expectation(_gx_expectation(e))
-    result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(gx_suite, result_format="SUMMARY")
-    outcomes = []
-    for r in result.results:
-        e = by_check[r.expectation_config.meta["check"]]
-        res = r.result or {}
         outcomes.append(
             Outcome(
                 expectation=e,
-                success=bool(r.success),
-                unexpected_count=res.get("unexpected_count"),
-                element_count=res.get("element_count"),
-                observed=_observed(res),
-                message=_message(e, bool(r.success), res, batch, r.exception_info),
+                success=r.success,
+                unexpected_count=r.result.get("unexpected_count"),
+                element_count=r.result.get("element_count"),
+                observed=_observed(r.result),
+                message=_message(e, r.success, r.result, batch, r.exception_message),
+                result=r.result,
             )
         )
-    return sorted(outcomes + skipped, key=lambda o: list(by_check).index(o.expectation.check))
+    order = {e.check: i for i, e in enumerate(suite.expectations)}
+    return sorted(outcomes, key=lambda o: order[o.expectation.check])
 
 
 def _as_validated_types(frame: pd.DataFrame, suite: Suite) -> pd.DataFrame:
@@ -264,12 +338,12 @@ def _observed(res: dict[str, Any]) -> Any:
     return None
 
 
-def _message(e: Expectation, success: bool, res: dict[str, Any], batch: str, exc: Any) -> str:
+def _message(e: Expectation, success: bool, res: dict[str, Any], batch: str, error: str | None) -> str:
     where = f"batch {batch}" + (f", column {e.column!r}" if e.column else "")
     if success:
         return f"{where}: {e.check} passed"
-    if exc and getattr(exc, "get", None) and exc.get("raised_exception"):
-        return f"{where}: {e.check} could not run: {exc.get('exception_message')}"
+    if error is not None:
+        return f"{where}: {e.check} could not run: {error}"
     count, total = res.get("unexpected_count"), res.get("element_count")
     if count is not None and total:
         share = count / total if total else math.nan

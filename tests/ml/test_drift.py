@@ -8,11 +8,21 @@ here independently of the module's own snapshot parser.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import functools
 import io
+import json
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
 import warnings
 import zipfile
+from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +36,15 @@ from mlops_assets.ml.drift import (
     DriftPolicy,
     DriftResult,
     ReferenceProfile,
-    _ks_p_value,
-    _NumRef,
-    _quantile_l1,
-    _sample_positions,
-    _sturges_binned,
-    _wasserstein_distance,
     detect_drift,
     infer_column_kinds,
     render_evidently_report,
     sample_batch,
     verdict_mismatches,
 )
+from mlops_assets.ml.drift.profile import NumericReference
+from mlops_assets.ml.drift.sampling import sample_positions
+from mlops_assets.ml.drift.stats import ks_p_value, quantile_l1, sturges_binned, wasserstein_distance
 from tests.conftest import gss
 
 TOL = 1e-9
@@ -214,13 +221,13 @@ def test_scores_equal_scipy_on_random_samples() -> None:
             cur_raw = rng.integers(0, 9, size=n).astype(float)
         ref = _ref(ref_raw)
         cur = np.sort(cur_raw)
-        assert abs(_wasserstein_distance(ref, cur) - stats.wasserstein_distance(ref_raw, cur_raw)) <= 1e-12
-        assert abs(_ks_p_value(ref, cur) - stats.ks_2samp(ref_raw, cur_raw).pvalue) <= 1e-12
+        assert abs(wasserstein_distance(ref, cur) - stats.wasserstein_distance(ref_raw, cur_raw)) <= 1e-12
+        assert abs(ks_p_value(ref, cur) - stats.ks_2samp(ref_raw, cur_raw).pvalue) <= 1e-12
         values, counts = np.unique(cur, return_counts=True)
-        compressed = _quantile_l1(ref.values, ref.counts, values, counts)
+        compressed = quantile_l1(ref.values, ref.counts, values, counts)
         assert abs(compressed - stats.wasserstein_distance(ref_raw, cur_raw)) <= 1e-12
     ref_raw, cur_raw = rng.normal(size=900), rng.normal(0.05, 1, size=30_000)
-    assert abs(_ks_p_value(_ref(ref_raw), np.sort(cur_raw)) - stats.ks_2samp(ref_raw, cur_raw).pvalue) <= 1e-12
+    assert abs(ks_p_value(_ref(ref_raw), np.sort(cur_raw)) - stats.ks_2samp(ref_raw, cur_raw).pvalue) <= 1e-12
 
 
 def test_gss_wages_years_match_evidently() -> None:
@@ -251,16 +258,18 @@ def test_binning_equals_evidently_get_binned_data(integer: bool) -> None:
     else:
         ref_raw, cur_raw = rng.normal(size=5000), rng.normal(0.3, 1, size=3000)
     ref = _ref(ref_raw.astype(float))
-    ref = _NumRef(values=ref.values, counts=ref.counts, std=ref.std, integer=integer)
-    ours = _sturges_binned(ref, np.sort(cur_raw.astype(float)), integer)
+    ref = NumericReference(values=ref.values, counts=ref.counts, std=ref.std, integer=integer)
+    ours = sturges_binned(ref, np.sort(cur_raw.astype(float)), integer)
     theirs = get_binned_data(pd.Series(ref_raw), pd.Series(cur_raw), ColumnType.Numerical, 30, False)
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def _ref(raw: np.ndarray) -> _NumRef:
+def _ref(raw: np.ndarray) -> NumericReference:
     values, counts = np.unique(raw, return_counts=True)
-    return _NumRef(values=values, counts=None if (counts == 1).all() else counts, std=float(np.std(raw)), integer=False)
+    return NumericReference(
+        values=values, counts=None if (counts == 1).all() else counts, std=float(np.std(raw)), integer=False
+    )
 
 
 # ---- defined behaviour at the edges ---------------------------------------------------------
@@ -390,12 +399,12 @@ def test_sample_keeps_method_selection() -> None:
             "sparse": np.where(rng.random(n) < 0.99, np.nan, 1.0),
         }
     )
-    positions = _sample_positions(frame, list(frame.columns), [], 2000, seed=0)
+    positions = sample_positions(frame, list(frame.columns), [], 2000, seed=0)
     sample = frame.iloc[positions]
     assert sample["mostly_null"].notna().sum() > 1000 < frame["mostly_null"].notna().sum()
     assert sample["rare_sixth"].nunique() == 6
     assert sample["sparse"].notna().sum() == frame["sparse"].notna().sum()
-    assert np.array_equal(positions, _sample_positions(frame, list(frame.columns), [], 2000, seed=0))
+    assert np.array_equal(positions, sample_positions(frame, list(frame.columns), [], 2000, seed=0))
 
 
 def test_evidently_report_agrees_with_the_check(tmp_path: Path) -> None:
@@ -447,3 +456,246 @@ def test_infer_column_kinds_follows_evidently() -> None:
     numerical, categorical = infer_column_kinds(frame)
     assert numerical == [c for c in frame if infer_column_type(frame[c]) == ColumnType.Numerical]
     assert categorical == [c for c in frame if infer_column_type(frame[c]) == ColumnType.Categorical]
+
+
+# ---- the report is safe to open whatever the data holds ------------------------------------------
+
+# A category value that, embedded raw in the report's data <script>, closes it and runs its own
+# (no quotes: JSON would escape them with a backslash, a syntax error that keeps it from running).
+HOSTILE = "</script><script>document.documentElement.dataset.injected=1</script>"
+GSS_NUMERICAL = ["age", "prestg10", "childs"]
+GSS_CATEGORICAL = ["occrecode", "wrkstat", "educcat", "maritalcat", "gender"]
+
+
+class _Scripts(HTMLParser):
+    """The script elements of a document as a browser's tokenizer splits them: (attributes, text)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.scripts: list[tuple[list[tuple[str, str | None]], str]] = []
+        self.html_attrs: list[tuple[str, str | None]] = []
+        self._open: list[tuple[str, str | None]] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "html":
+            self.html_attrs = attrs
+        if tag == "script":
+            self._open, self._text = attrs, []
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script" and self._open is not None:
+            self.scripts.append((self._open, "".join(self._text)))
+            self._open = None
+
+
+def _scripts(html: str) -> _Scripts:
+    parser = _Scripts()
+    parser.feed(html)
+    parser.close()
+    return parser
+
+
+def _embedded_data(script: str) -> list[Any]:
+    """The JSON values an Evidently data script assigns (``var metric_<id> = {...};`` twice)."""
+    decoder = json.JSONDecoder()
+    values = []
+    for match in re.finditer(r"var (?:additional_graphs_)?metric_[0-9a-f]{32} = ", script):
+        values.append(decoder.raw_decode(script, match.end())[0])
+    return values
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _gss_frames(hostile_rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """GSS reference (years <= 1990) and the 2018 batch; ``hostile_rows`` rows of each carry HOSTILE."""
+    frame = gss()
+    frame = frame[frame["realrinc"].notna()][[*GSS_NUMERICAL, *GSS_CATEGORICAL, "year"]]
+    reference = frame[frame["year"] <= 1990].drop(columns="year").reset_index(drop=True)
+    batch = frame[frame["year"] == 2018].drop(columns="year").reset_index(drop=True)
+    for part in (reference, batch):
+        part["wrkstat"] = part["wrkstat"].astype(object)
+        part.loc[: hostile_rows - 1, "wrkstat"] = HOSTILE
+    return reference, batch
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, DriftResult]:
+    """The report on plain GSS data and on GSS data with HOSTILE in a few rows (trained on and scored)."""
+    out: dict[str, tuple[str, DriftResult]] = {}
+    for name, rows in (("plain", 0), ("hostile", 12)):
+        reference, batch = _gss_frames(rows)
+        profile = ReferenceProfile.build(reference, numerical=GSS_NUMERICAL, categorical=GSS_CATEGORICAL)
+        path = tmp_path_factory.mktemp(name) / "report.html"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = render_evidently_report(profile, batch, DriftPolicy(), str(path))
+        out[name] = (path.read_text(encoding="utf-8"), result)
+    return out["plain"][0], out["hostile"][0], out["hostile"][1]
+
+
+def test_a_script_tag_in_the_data_adds_no_script_element(reports: tuple[str, str, DriftResult]) -> None:
+    plain, hostile, _ = reports
+    plain_scripts, hostile_scripts = _scripts(plain).scripts, _scripts(hostile).scripts
+    # Evidently's own: its data, `var global`, its library and the call that draws the dashboard.
+    assert len(plain_scripts) == 4
+    assert [attrs for attrs, _ in hostile_scripts] == [attrs for attrs, _ in plain_scripts]
+    assert _scripts(hostile).html_attrs == _scripts(plain).html_attrs == [("lang", "en")]
+    data = hostile_scripts[0][1]
+    assert "<" not in data and ">" not in data and "&" not in data
+
+
+def test_a_script_tag_in_the_data_is_still_shown_as_the_value(reports: tuple[str, str, DriftResult]) -> None:
+    _, hostile, result = reports
+    values = _embedded_data(_scripts(hostile).scripts[0][1])
+    assert len(values) == 2
+    assert sum(s == HOSTILE for v in values for s in _strings(v)) >= 2  # reference and batch distributions
+    assert result.column("wrkstat").method == "jensenshannon"
+
+
+def test_escaping_changes_nothing_but_the_characters_it_escapes() -> None:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    from mlops_assets.ml.drift.report import escape_embedded_data
+
+    reference, batch = _gss_frames(5)
+    definition = DataDefinition(numerical_columns=GSS_NUMERICAL, categorical_columns=GSS_CATEGORICAL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snapshot = Report([DataDriftPreset()], include_tests=True).run(
+            Dataset.from_pandas(batch, data_definition=definition),
+            Dataset.from_pandas(reference, data_definition=definition),
+        )
+    raw = snapshot.get_html_str(as_iframe=False)
+    safe = escape_embedded_data(raw)
+    start = re.search(r"var metric_[0-9a-f]{32} = ", raw).end()
+    end = raw.index(";\n</script>", start)
+    assert safe[:start] == raw[:start] and safe[len(safe) - (len(raw) - end) :] == raw[end:]
+    decoder = json.JSONDecoder()
+
+    def payloads(html: str) -> list[Any]:
+        return [decoder.raw_decode(html, m.end())[0] for m in re.finditer(r"var \w*metric_[0-9a-f]{32} = ", html)]
+
+    assert payloads(safe) == payloads(raw)
+    assert HOSTILE in raw and HOSTILE not in safe
+    assert "\\u003c/script\\u003e\\u003cscript\\u003e" in safe
+
+
+@pytest.mark.skipif(
+    not Path("/usr/bin/chromium").exists(),
+    reason="/usr/bin/chromium is not installed: the report is not opened in a browser (apt-get install chromium)",
+)
+def test_opening_the_report_in_chromium_runs_no_injected_script(
+    reports: tuple[str, str, DriftResult], tmp_path: Path
+) -> None:
+    _, hostile, _ = reports
+    dashboard = re.search(r"var (metric_[0-9a-f]{32}) = ", hostile).group(1)
+    # A probe appended to a copy of the page counts the value in the data as the browser parsed it.
+    encoded = base64.b64encode(HOSTILE.encode()).decode()
+    probe = (
+        f"<script>document.body.dataset.hostile = "
+        f'String(JSON.stringify(window.{dashboard}).split(atob("{encoded}")).length - 1)</script>'
+    )
+    page = tmp_path / "report.html"
+    page.write_text(hostile.replace("</body>", probe + "</body>", 1), encoding="utf-8")
+    dom = _chromium_dom(page, tmp_path / "profile")
+    # The injected script would have added data-injected="1" to the root element.
+    assert "data-injected" not in dict(_scripts(dom).html_attrs)
+    # Evidently's own scripts ran: the dashboard was drawn into its root element with the columns.
+    assert "wrkstat" in dom.split('id="root_', 1)[1]
+    shown = re.search(r'<body[^>]* data-hostile="(\d+)"', dom)
+    assert shown is not None
+    expected = json.dumps(_embedded_data(_scripts(hostile).scripts[0][1])[0]).count(HOSTILE)
+    assert int(shown.group(1)) == expected >= 2
+
+
+def _chromium_dom(page: Path, profile_dir: Path) -> str:
+    """The DOM after the page's scripts ran, from headless Chromium; its process group is always ended."""
+    command = [
+        "/usr/bin/chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        f"--user-data-dir={profile_dir}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, f"chromium exited with {proc.returncode}"
+    return out
+
+
+# ---- the check and the report are separable --------------------------------------------------------
+
+_SEPARATE_PROCESS = """
+import json, sys, warnings
+import pandas as pd
+from mlops_assets.ml.drift import DriftPolicy, ReferenceProfile, detect_drift, render_evidently_report
+
+heavy = ("evidently", "scipy.stats")
+before = [m for m in heavy if m in sys.modules]
+profile = ReferenceProfile.from_bytes(open(sys.argv[1], "rb").read())
+batch = pd.read_parquet(sys.argv[2])
+if sys.argv[3] == "check":
+    result = detect_drift(profile, batch)
+else:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = render_evidently_report(profile, batch, DriftPolicy(), sys.argv[3])
+after = [m for m in heavy if m in sys.modules]
+print(json.dumps({"before": before, "after": after, "result": result.to_dict()}))
+"""
+
+
+def _in_fresh_process(profile: Path, batch: Path, mode: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", _SEPARATE_PROCESS, str(profile), str(batch), mode],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_check_never_imports_evidently_and_the_report_renders_alone(tmp_path: Path) -> None:
+    """From a stored profile and a batch file, each in its own process: the check loads neither
+    Evidently nor scipy.stats (GSS gets the large-reference defaults), and the report needs no check."""
+    reference, batch = _gss_frames(0)
+    profile = ReferenceProfile.build(reference, numerical=GSS_NUMERICAL, categorical=GSS_CATEGORICAL)
+    (tmp_path / "profile.bin").write_bytes(profile.to_bytes())
+    batch.to_parquet(tmp_path / "batch.parquet")
+    check = _in_fresh_process(tmp_path / "profile.bin", tmp_path / "batch.parquet", "check")
+    assert check["before"] == [] and check["after"] == []
+    html = tmp_path / "report.html"
+    report = _in_fresh_process(tmp_path / "profile.bin", tmp_path / "batch.parquet", str(html))
+    assert report["before"] == [] and "evidently" in report["after"]
+    assert _scripts(html.read_text(encoding="utf-8")).scripts[0][1].lstrip().startswith("var metric_")
+    expected = detect_drift(profile, batch).to_dict()
+    assert check["result"] == json.loads(json.dumps(expected))
+    assert [(c["column"], c["method"], c["drifted"]) for c in report["result"]["columns"]] == [
+        (c["column"], c["method"], c["drifted"]) for c in expected["columns"]
+    ]
