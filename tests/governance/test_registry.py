@@ -327,3 +327,25 @@ def test_a_crash_between_record_and_alias_move_is_settled_by_the_next_move(regis
     raw = registry.client().get_registered_model(NAME).tags
     states = sorted(v.split('"state": "')[1].split('"')[0] for k, v in raw.items() if k.startswith(TAG_MOVE_PREFIX))
     assert states == ["aborted", "done", "done"]
+
+
+def test_clients_naming_one_store_differently_take_the_same_advisory_lock(
+    tmp_path: Path, empty_store: Path, postgres: str
+) -> None:
+    holder = make_registry(tmp_path, empty_store, versions=2, lock_uri=postgres)
+    holder.promote(name=NAME, version="1", expected_champion=None, record={})
+    (tmp_path / "alias").symlink_to(tmp_path)
+    # The same database file through a symlink and a ./ : another URI text, the same registry.
+    elsewhere = MlflowRegistry(
+        tracking_uri=f"sqlite:///{tmp_path / 'alias' / '.' / 'mlflow.db'}",
+        artifact_root=holder.artifact_root,
+        lock_uri=postgres,
+        lock_timeout_s=0.3,
+    )
+    assert elsewhere.tracking_uri != holder.tracking_uri and champion(elsewhere) == "1"
+    with holder.champion_lock(NAME):
+        with pytest.raises(RegistryLockTimeout):
+            elsewhere.promote(name=NAME, version="2", expected_champion="1", record={})
+    assert champion(holder) == "1"
+    elsewhere.promote(name=NAME, version="2", expected_champion="1", record={})
+    assert champion(holder) == "2"
