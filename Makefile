@@ -10,7 +10,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export MLOPS_HOME ?= $(CURDIR)/.mlops
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: install demo test lint format test-integration ui mlflow-ui bench-drift bench-train clean
+.PHONY: install demo test lint format test-integration ui mlflow-ui bench-drift bench-train bench-score clean
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,9 @@ bench-drift: install
 
 bench-train: install
 	$(BIN)/python benchmarks/bench_train.py
+
+bench-score: install
+	$(BIN)/python benchmarks/bench_score.py
 
 clean:
 	rm -rf $(MLOPS_HOME)

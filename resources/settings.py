@@ -9,6 +9,8 @@ The Dagster instance is Dagster's, not the code location's: its storage is the `
 in DAGSTER_HOME (``scripts/prod-stack.sh`` writes one for PostgreSQL; the Helm chart has its own).
 Under ``prod`` every service address and secret is a ``dg.EnvVar``, read when a run starts, and
 the executor is ``k8s_job_executor`` unless ``MLOPS_EXECUTOR=in_process`` (the one-machine stack).
+On both, loaded model versions are cached in $MLOPS_HOME/cache/models, and a set
+``MLOPS_REGISTRY_LOCK_URI`` (an ``EnvVar``) serializes champion moves with an advisory lock.
 
 Reading the environment happens when definitions are built, never at import.
 """
