@@ -217,10 +217,14 @@ class ModelCache:
                 fetched = fetch(incoming)
                 files = read_tree(fetched)
                 verify(files, digest, what=what)
-                if entry.exists():
+                if entry.exists() or entry.is_symlink():
                     stale = folder / f".stale-{uuid.uuid4().hex}"
                     entry.rename(stale)
-                    shutil.rmtree(stale)
+                    if stale.is_symlink():
+                        # A planted symlink is removed itself, never what it points at.
+                        stale.unlink()
+                    else:
+                        shutil.rmtree(stale)
                 fetched.rename(entry)
             finally:
                 shutil.rmtree(incoming, ignore_errors=True)

@@ -101,10 +101,19 @@ def _plant_a_symlink(entry: Path) -> None:
     (entry / "model.skops").symlink_to("/etc/hostname")
 
 
+def _entry_as_a_symlink(entry: Path) -> None:
+    decoy = entry.parent / ".decoy"
+    decoy.mkdir()
+    (decoy / "model.skops").write_bytes(swapped_model())
+    shutil.rmtree(entry)
+    entry.symlink_to(decoy, target_is_directory=True)
+
+
 CACHE_TAMPERINGS: dict[str, Callable[[Path], None]] = {
     "model.skops replaced by another allow-listed model": _replace_model,
     "a file added": _add_a_file,
     "model.skops replaced by a symlink": _plant_a_symlink,
+    "the entry replaced by a symlink to another model": _entry_as_a_symlink,
 }
 
 
@@ -125,7 +134,8 @@ def test_a_tampered_cache_entry_is_refused_and_fetched_again(
 
     assert not isinstance(again, LogisticRegression)
     np.testing.assert_array_equal(again.predict_proba(inputs), reference)
-    assert not (entry / "model.skops").is_symlink() and (entry / "model.skops").read_bytes() == stored
+    assert not entry.is_symlink() and not (entry / "model.skops").is_symlink()
+    assert (entry / "model.skops").read_bytes() == stored
     assert sorted(p.name for p in entry.iterdir()) == sorted(p.name for p in store_folder(registry, champion).iterdir())
 
 
