@@ -11,7 +11,7 @@ export MLOPS_HOME ?= $(CURDIR)/.mlops
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
 .PHONY: install demo test lint format test-integration ui mlflow-ui clean
-.PHONY: bench-drift bench-validate bench-train bench-figures bench-explain
+.PHONY: bench-drift bench-validate bench-train bench-figures bench-explain bench-score
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,9 @@ bench-figures: install
 # Per-row TreeSHAP against shap's TreeExplainer (a dev dependency) on the demo's and a synthetic model.
 bench-explain: install
 	$(BIN)/python benchmarks/bench_explain.py
+
+bench-score: install
+	$(BIN)/python benchmarks/bench_score.py
 
 clean:
 	rm -rf $(MLOPS_HOME)

@@ -103,6 +103,8 @@ class MlflowTag(StrEnum):
     LAST_CHAMPION_MOVE = "mlops.champion_history"
     # On a run: the version it registered (set when a crashed registration is completed).
     REGISTERED_VERSION = "mlops.registered_version"
+    # On a version: the digest of its model files as stored at registration; every load checks it.
+    ARTIFACT_DIGEST = "mlops.artifact_digest"
 
 
 # On the registered model: one tag per champion move; the suffix sorts chronologically.

@@ -9,6 +9,8 @@ The Dagster instance is Dagster's, not the code location's: its storage is the `
 in DAGSTER_HOME (``scripts/prod-stack.sh`` writes one for PostgreSQL; the Helm chart has its own).
 Under ``prod`` every service address and secret is a ``dg.EnvVar``, read when a run starts, and
 the executor is ``k8s_job_executor`` unless ``MLOPS_EXECUTOR=in_process`` (the one-machine stack).
+On both, loaded model versions are cached in $MLOPS_HOME/cache/models, and a set
+``MLOPS_REGISTRY_LOCK_URI`` (an ``EnvVar``) serializes champion moves with an advisory lock.
 
 Reading the environment happens when definitions are built, never at import.
 """
@@ -29,8 +31,8 @@ import dagster as dg
 from resources.alerts import ALERT_WEBHOOK_ENV, AlertSink
 from resources.lake import Lake
 from resources.landing import LandingZone
-from resources.locks import file_lock
 from resources.registry import MlflowRegistry
+from resources.registry.locks import file_lock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -39,6 +41,8 @@ Environment = Literal["local", "prod"]
 Executor = Literal["in_process", "k8s"]
 # What a prod run reads when it starts; scripts/prod-stack.sh writes all three.
 PROD_ENV_VARS = ("MLOPS_LAKE_URI", "MLFLOW_TRACKING_URI", "MLOPS_LANDING_DIR")
+# A PostgreSQL URI for the advisory lock of champion moves; a secret (it holds a password).
+LOCK_URI_ENV = "MLOPS_REGISTRY_LOCK_URI"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Settings:
     home: Path
     pipelines: str | None
     alert_webhook: bool = False
+    registry_lock: bool = False
     sensor_interval_seconds: int = 30
     # None: k8s_job_executor under prod, in-process locally.
     executor: Executor | None = None
@@ -70,6 +75,7 @@ class Settings:
             home=home,
             pipelines=environ.get("MLOPS_PIPELINES") or None,
             alert_webhook=bool(environ.get(ALERT_WEBHOOK_ENV)),
+            registry_lock=bool(environ.get(LOCK_URI_ENV)),
             sensor_interval_seconds=int(environ.get("MLOPS_SENSOR_INTERVAL_SECONDS", "30")),
             executor=executor,
         )
@@ -87,26 +93,38 @@ class Settings:
     def landing_dir(self) -> Path:
         return self.home / "landing"
 
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.home / "cache" / "models"
+
 
 def build_resources(settings: Settings) -> dict[str, Any]:
     """The resources of one environment; production secrets stay ``EnvVar``s until a run needs them.
 
     Under ``prod`` the tracking server's credentials are MLflow's own variables
     (``MLFLOW_TRACKING_TOKEN``, or ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``), which the client
-    reads itself, and ``MLOPS_REGISTRY_LOCK_URI`` (read by the registry) serializes champion moves
-    with a PostgreSQL advisory lock.
+    reads itself, and ``MLOPS_REGISTRY_LOCK_URI``, when set, serializes champion moves with a
+    PostgreSQL advisory lock (on either profile).
     """
+    # The URI holds a password: it stays an EnvVar, read when a run starts.
+    lock = {"lock_uri": dg.EnvVar(LOCK_URI_ENV)} if settings.registry_lock else {}
+    cache = str(settings.model_cache_dir)
     if settings.env == "prod":
         return {
             "lake": Lake(root=dg.EnvVar("MLOPS_LAKE_URI")),
-            "registry": MlflowRegistry(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), artifact_root=""),
+            "registry": MlflowRegistry(
+                tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), artifact_root="", model_cache_dir=cache, **lock
+            ),
             "landing": LandingZone(root=dg.EnvVar("MLOPS_LANDING_DIR")),
             "alerts": _alerts(settings),
         }
     return {
         "lake": Lake(root=str(settings.home / "lake")),
         "registry": LocalMlflowRegistry(
-            tracking_uri=settings.mlflow_uri, artifact_root=str(settings.home / "mlartifacts")
+            tracking_uri=settings.mlflow_uri,
+            artifact_root=str(settings.home / "mlartifacts"),
+            model_cache_dir=cache,
+            **lock,
         ),
         "landing": LandingZone(root=str(settings.landing_dir)),
         "alerts": _alerts(settings),

@@ -61,6 +61,7 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
 
         from mlops_assets.ml.data import LABEL
         from mlops_assets.ml.evaluation import DECISION_THRESHOLD, evaluate
+        from mlops_assets.ml.scoring import positive_scores
         from mlops_assets.ml.trainers import prepare_inputs
         from resources.registry import CHAMPION
 
@@ -74,9 +75,7 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             )
         frame = lake.read_frame(spec.name, "features", batch)
         model = registry.load_model(champion)
-        scores = model.predict_proba(prepare_inputs(frame, pipeline.columns.numeric, pipeline.columns.categorical))[
-            :, 1
-        ]
+        scores = positive_scores(model, prepare_inputs(frame, pipeline.columns.numeric, pipeline.columns.categorical))
         out = pd.DataFrame(
             {
                 "row": np.arange(len(frame)),

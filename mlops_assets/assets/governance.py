@@ -44,6 +44,7 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "version rolled back to. Each materialization is one rollback."
         ),
     )
+    @retry_on_tracking_outage
     def champion_rollback(
         context: dg.AssetExecutionContext, config: RollbackConfig, lake: Lake, registry: MlflowRegistry
     ) -> dg.MaterializeResult:

@@ -3,13 +3,12 @@ state that a rerun completes: the same version, no duplicate, no half-finished r
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from resources.registry import CHALLENGER, CHAMPION, CRASH_ENV, TAG_FINGERPRINT, TAG_REGISTERED_VERSION
+from resources.registry import CHALLENGER, CHAMPION, TAG_FINGERPRINT, TAG_REGISTERED_VERSION
 from tests.governance.conftest import NAME, Governed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,19 +22,24 @@ def test_a_crash_after_registering_is_completed_by_the_rerun(governed: Governed)
     before = {m.version for m in registry.versions(NAME)}
     champion, challenger = governed.champion(), registry.by_alias(NAME, CHALLENGER)
 
+    # The process dies right after the version is created, when it would tag its run with it.
     script = textwrap.dedent(f"""
         import dagster as dg
         from pathlib import Path
         from tests.assets.pipeline_harness import Harness
+        from tests.governance.faults import Fault, FaultyRegistry, faulty_copy, kill
         h = Harness(Path({str(governed.home)!r}), Path({pipelines!r}), {NAME!r})
         h.instance = dg.DagsterInstance.from_config({str(governed.home / "dagster")!r})
+        FaultyRegistry.FAULTS.append(
+            Fault("set_tag", kill, when=lambda run_id, key, value: key == {str(TAG_REGISTERED_VERSION)!r})
+        )
+        h.resources["registry"] = faulty_copy(h.resources["registry"])
         h.materialize(["training_dataset", "model"])
         print("survived")
     """)
     crashed = subprocess.run(
         [sys.executable, "-c", script],
         cwd=REPO,
-        env={**os.environ, CRASH_ENV: "after_register"},
         capture_output=True,
         text=True,
         timeout=300,

@@ -22,7 +22,6 @@ import pytest
 
 from resources.registry import (
     CHAMPION,
-    CRASH_ENV,
     TAG_MOVE_PREFIX,
     TAG_PROMOTED,
     TAG_ROLLED_BACK_TO,
@@ -203,7 +202,7 @@ def test_a_held_registry_lock_stops_every_champion_move(
     impatient = MlflowRegistry(
         tracking_uri=holder.tracking_uri, artifact_root=holder.artifact_root, lock_uri=lock_uri, lock_timeout_s=0.3
     )
-    with holder._registry_lock(NAME):
+    with holder.champion_lock(NAME):
         with pytest.raises(RegistryLockTimeout):
             impatient.promote(name=NAME, version="2", expected_champion="1", record={})
     assert champion(holder) == "1"
@@ -296,16 +295,19 @@ def test_rollback_goes_to_the_previous_champion_or_a_former_one(registry: Mlflow
 
 def test_a_crash_between_record_and_alias_move_is_settled_by_the_next_move(registry: MlflowRegistry) -> None:
     registry.promote(name=NAME, version="1", expected_champion=None, record={})
+    # The process dies when it is about to move the alias, after writing the pending record.
     script = textwrap.dedent(f"""
-        from resources.registry import MlflowRegistry
-        r = MlflowRegistry(tracking_uri={registry.tracking_uri!r}, artifact_root={registry.artifact_root!r})
+        from tests.governance.faults import Fault, FaultyRegistry, kill
+        FaultyRegistry.FAULTS.append(
+            Fault("set_registered_model_alias", kill, when=lambda name, alias, version: alias == "champion")
+        )
+        r = FaultyRegistry(tracking_uri={registry.tracking_uri!r}, artifact_root={registry.artifact_root!r})
         r.promote(name={NAME!r}, version="2", expected_champion="1", record={{}}, dagster_run_id="doomed")
         print("survived")
     """)
     crashed = subprocess.run(
         [sys.executable, "-c", script],
         cwd=REPO,
-        env={**os.environ, CRASH_ENV: "before_alias_move"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -325,3 +327,25 @@ def test_a_crash_between_record_and_alias_move_is_settled_by_the_next_move(regis
     raw = registry.client().get_registered_model(NAME).tags
     states = sorted(v.split('"state": "')[1].split('"')[0] for k, v in raw.items() if k.startswith(TAG_MOVE_PREFIX))
     assert states == ["aborted", "done", "done"]
+
+
+def test_clients_naming_one_store_differently_take_the_same_advisory_lock(
+    tmp_path: Path, empty_store: Path, postgres: str
+) -> None:
+    holder = make_registry(tmp_path, empty_store, versions=2, lock_uri=postgres)
+    holder.promote(name=NAME, version="1", expected_champion=None, record={})
+    (tmp_path / "alias").symlink_to(tmp_path)
+    # The same database file through a symlink and a ./ : another URI text, the same registry.
+    elsewhere = MlflowRegistry(
+        tracking_uri=f"sqlite:///{tmp_path / 'alias' / '.' / 'mlflow.db'}",
+        artifact_root=holder.artifact_root,
+        lock_uri=postgres,
+        lock_timeout_s=0.3,
+    )
+    assert elsewhere.tracking_uri != holder.tracking_uri and champion(elsewhere) == "1"
+    with holder.champion_lock(NAME):
+        with pytest.raises(RegistryLockTimeout):
+            elsewhere.promote(name=NAME, version="2", expected_champion="1", record={})
+    assert champion(holder) == "1"
+    elsewhere.promote(name=NAME, version="2", expected_champion="1", record={})
+    assert champion(holder) == "2"

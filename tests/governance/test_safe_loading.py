@@ -5,6 +5,10 @@ writes a marker file (and an MLmodel that lists that type as trusted), or by a p
 ``__reduce__`` writes a marker file. Control tests show both payloads do run when loaded the
 unsafe way; the product's paths (``MlflowRegistry.load_model``, the predictions asset, the
 evaluation asset) refuse them with an error naming the model and version, and no marker appears.
+
+The attacker here also rewrites the version's artifact digest to match the planted files, so
+what refuses them is the safe loader itself, not the digest check (``test_model_cache.py``
+covers that); the model caches are emptied first, so every path reads the store.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import pytest
 import skops.io as sio
 import yaml
 
-from resources.registry import CHAMPION, UnsafeModelError
+from resources.registry import CHAMPION, TAG_ARTIFACT_DIGEST, UnsafeModelError
+from resources.registry.loading import read_tree, tree_digest
 from tests.governance.conftest import NAME, Governed, failure_text
 
 PLANTED = f"{__name__}.Planted"
@@ -102,11 +107,16 @@ def tampered_champion(governed: Governed, request: pytest.FixtureRequest, tmp_pa
     shutil.copytree(folder, backup)
     marker = tmp_path / "code_ran"
     tamper(folder, marker)
+    client = governed.registry.client()
+    client.set_model_version_tag(NAME, champion.version, TAG_ARTIFACT_DIGEST, tree_digest(read_tree(folder)))
+    governed.registry.evict(NAME)
     try:
         yield marker, message
     finally:
         shutil.rmtree(folder)
         shutil.copytree(backup, folder)
+        client.set_model_version_tag(NAME, champion.version, TAG_ARTIFACT_DIGEST, champion.artifact_digest)
+        governed.registry.evict(NAME)
 
 
 @pytest.mark.parametrize("tampered_champion", list(TAMPERINGS), indirect=True)

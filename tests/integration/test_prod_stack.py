@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from resources.registry import CHAMPION, TAG_DAGSTER_RUN, MlflowRegistry
-from resources.settings import PROD_ENV_VARS
+from resources.settings import LOCK_URI_ENV, PROD_ENV_VARS
 from tests.assets.pipeline_harness import Harness
 from tests.conftest import write_gss_pipeline
 from tests.integration.conftest import ProdStack
@@ -213,7 +213,12 @@ def test_a_short_mlflow_outage_mid_training_is_ridden_out_by_the_retry(
 
 def _registry_resource(**outage_policy: float) -> MlflowRegistry:
     """The prod profile's registry resource (resources/settings.py), with another outage policy."""
-    return MlflowRegistry(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), artifact_root="", **outage_policy)
+    return MlflowRegistry(
+        tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
+        artifact_root="",
+        lock_uri=dg.EnvVar(LOCK_URI_ENV),
+        **outage_policy,
+    )
 
 
 def _tag(run: dict, key: str) -> str | None:
