@@ -46,7 +46,6 @@ def fairness_checks(pipeline: ModelPipeline) -> dict[str, tuple[str, float]]:
 
 def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
     spec = pipeline.spec
-    sensitive = spec.sensitive_features
     fairness = fairness_checks(pipeline)
 
     @dg.asset(
@@ -54,15 +53,7 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
         deps=[pipeline.key(Asset.FEATURES), pipeline.key(Asset.PROMOTION)],
-        check_specs=[
-            dg.AssetCheckSpec(
-                name,
-                asset=pipeline.key(Asset.PREDICTIONS),
-                description=f"On labelled batches, the champion's {gap.replace('_', ' ')} across "
-                f"{', '.join(sensitive)} stays within {limit:g} (bias drift in production).",
-            )
-            for name, (gap, limit) in fairness.items()
-        ],
+        check_specs=fairness_check_specs(pipeline, fairness),
         kinds={"mlflow", "parquet"},
         description=(
             "A batch scored by the model version that is champion when the run starts; the "
@@ -86,30 +77,13 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         yield from fairness_check_results(fairness, result, batch=batch, version=champion.version)
 
     columns = drift_columns(pipeline)
-    check_specs = [
-        dg.AssetCheckSpec(
-            DRIFT_CHECK,
-            asset=pipeline.key(Asset.DRIFT_REPORT),
-            description=(
-                f"Fewer than {spec.drift.drift_share:.0%} of the watched columns drifted (Evidently's dataset drift)."
-            ),
-        ),
-        *(
-            dg.AssetCheckSpec(
-                column_drift_check(column),
-                asset=pipeline.key(Asset.DRIFT_REPORT),
-                description=f"Column {column} did not drift from the champion's training data.",
-            )
-            for column in columns
-        ),
-    ]
 
     @dg.asset(
         key=pipeline.key(Asset.DRIFT_REPORT),
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
         deps=[pipeline.key(Asset.PREDICTIONS)],
-        check_specs=check_specs,
+        check_specs=drift_check_specs(pipeline, columns),
         kinds={"evidently"},
         description=(
             "How far a batch drifted from the training data of the model that scored it.\n\n"
@@ -137,6 +111,38 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         yield dg.MaterializeResult(metadata=drift_metadata(result, scored_by, report_path))
 
     return [predictions, drift_report]
+
+
+def fairness_check_specs(pipeline: ModelPipeline, fairness: dict[str, tuple[str, float]]) -> list[dg.AssetCheckSpec]:
+    sensitive = ", ".join(pipeline.spec.sensitive_features)
+    return [
+        dg.AssetCheckSpec(
+            name,
+            asset=pipeline.key(Asset.PREDICTIONS),
+            description=f"On labelled batches, the champion's {gap.replace('_', ' ')} across "
+            f"{sensitive} stays within {limit:g} (bias drift in production).",
+        )
+        for name, (gap, limit) in fairness.items()
+    ]
+
+
+def drift_check_specs(pipeline: ModelPipeline, columns: list[str]) -> list[dg.AssetCheckSpec]:
+    share = pipeline.spec.drift.drift_share
+    return [
+        dg.AssetCheckSpec(
+            DRIFT_CHECK,
+            asset=pipeline.key(Asset.DRIFT_REPORT),
+            description=f"Fewer than {share:.0%} of the watched columns drifted (Evidently's dataset drift).",
+        ),
+        *(
+            dg.AssetCheckSpec(
+                column_drift_check(column),
+                asset=pipeline.key(Asset.DRIFT_REPORT),
+                description=f"Column {column} did not drift from the champion's training data.",
+            )
+            for column in columns
+        ),
+    ]
 
 
 def current_champion(registry: MlflowRegistry, name: str, batch: str) -> RegisteredModel:

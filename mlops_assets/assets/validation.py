@@ -51,22 +51,12 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         context.log.info("%s: %d expectations learned from %d rows", spec.name, len(suite.expectations), len(reference))
         return suite_result(pipeline, suite, reference)
 
-    check_specs = [
-        dg.AssetCheckSpec(
-            name=name,
-            asset=pipeline.key(Asset.VALIDATED_BATCH),
-            description=description,
-            blocking=severity == "error",
-        )
-        for name, description, severity in planned_checks(spec, pipeline.columns)
-    ]
-
     @dg.asset(
         key=pipeline.key(Asset.VALIDATED_BATCH),
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
         deps=[pipeline.key(Asset.RAW_BATCH), validation_suite],
-        check_specs=check_specs,
+        check_specs=expectation_check_specs(pipeline),
         kinds={"great_expectations", "parquet"},
         description=(
             "A batch that met every error-severity expectation of the validation suite.\n\n"
@@ -90,6 +80,19 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         yield validated_result(frame, outcomes, lake.uri(spec.name, Asset.VALIDATED_BATCH, batch))
 
     return [validation_suite, validated_batch]
+
+
+def expectation_check_specs(pipeline: ModelPipeline) -> list[dg.AssetCheckSpec]:
+    """One check per planned expectation; error-severity ones block everything downstream."""
+    return [
+        dg.AssetCheckSpec(
+            name=name,
+            asset=pipeline.key(Asset.VALIDATED_BATCH),
+            description=description,
+            blocking=severity == "error",
+        )
+        for name, description, severity in planned_checks(pipeline.spec, pipeline.columns)
+    ]
 
 
 def suite_result(pipeline: ModelPipeline, suite: "Suite", reference: "pd.DataFrame") -> dg.MaterializeResult:
