@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.cli import main
+from mlops_assets.cli import ARTIFACT_PROGRESS_BAR_ENV, main
 from mlops_assets.contract import Artifact, Asset, MlflowTag, artifact_path, version_record
 from resources.registry import CHAMPION, TAG_CODE_VERSION
 from tests.governance.conftest import NAME, Governed
@@ -144,3 +144,16 @@ def test_rollback_and_history_commands(cli_env: Governed, candidate: str, capsys
     assert capsys.readouterr().out.strip() == f"{NAME}: champion at {last.at.isoformat()} was version {champion}"
     with pytest.raises(SystemExit):
         main(["rollback", NAME, "--reason", " "])
+
+
+def test_explain_draws_no_progress_bar_and_leaves_the_environment_as_it_was(
+    cli_env: Governed, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ARTIFACT_PROGRESS_BAR_ENV, raising=False)
+    before = dict(os.environ)
+    assert main(["explain", NAME, "--batch", "2010"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{NAME}, batch 2010: ")
+    # MLflow draws "Downloading artifacts: 100%|..." per artifact read unless told not to.
+    assert "Downloading artifacts" not in err
+    assert dict(os.environ) == before
