@@ -48,13 +48,26 @@ def materialization_in_run(instance: dg.DagsterInstance, run_id: str, key: dg.As
     return found[-1] if found else None
 
 
+def materialization_of_run(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dg.EventLogRecord | None:
+    """``key``'s materialization by this run or, for a re-execution, by the run it re-executes
+    (whose successful steps it skips); None when neither made one."""
+    run: dg.DagsterRun | None = context.dagster_run
+    while run is not None:
+        found = materialization_in_run(context.instance, run.run_id, key)
+        if found is not None:
+            return found
+        run = context.instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
+    return None
+
+
 def upstream_materialization(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dg.EventLogRecord | None:
-    """What a step reads of an upstream asset: the materialization its own run made, else the latest.
+    """What a step reads of an upstream asset: the materialization its own run made (see
+    ``materialization_of_run``), else the latest.
 
     A retrain's steps thereby act on what their own run produced, even while another retrain of
     the same model runs; a step materialized on its own takes the latest, as it always did.
     """
-    own = materialization_in_run(context.instance, context.run_id, key)
+    own = materialization_of_run(context, key)
     if own is not None:
         return own
     latest = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1).records

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from mlops_assets.assets.common import (
     ModelPipeline,
+    materialization_of_run,
     recorded,
     retry_on_tracking_outage,
     table,
@@ -145,9 +146,8 @@ def candidate_of_run(
 ) -> RegisteredModel:
     """The version this run's ``model`` step trained or reused; alone, the version with alias
     ``challenger`` (which another run may have moved since)."""
-    record = upstream_materialization(context, pipeline.key(Asset.MODEL))
-    own = record is not None and record.run_id == context.run_id
-    if own:
+    record = materialization_of_run(context, pipeline.key(Asset.MODEL))
+    if record is not None:
         return registry.get(pipeline.name, str(recorded(record, Meta.VERSION)))
     candidate = registry.by_alias(pipeline.name, CHALLENGER)
     if candidate is None:
