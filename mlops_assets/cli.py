@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mlops_assets.contract import Asset, Job, Meta, op_name
 from mlops_assets.spec import load_specs
 from resources.settings import Settings, build_resources
 
 if TYPE_CHECKING:
     import dagster as dg
+
+# MLflow draws a progress bar per artifact download from a tracking server, three of them before
+# the first line of `mlops explain`: noise in a terminal answer and in logs. MLflow 3.17.2 has no
+# switch for them but this variable, which it reads from os.environ at every download
+# (ArtifactProgressBar.set_pbar in mlflow/utils/file_utils.py; docs/pinned-libraries.md).
+ARTIFACT_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,15 +51,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     history_parser.add_argument("model", help="spec name")
     history_parser.add_argument("--at", help="an ISO time (UTC unless it has an offset): print that moment's champion")
     args = parser.parse_args(argv)
-    # MLflow draws a progress bar per artifact download from a tracking server, three of them
-    # before the first line of `mlops explain`: noise in a terminal answer and in logs.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = Settings.from_env()
+    with without_artifact_progress_bars(settings):
+        return _run(parser, args, settings)
+
+
+@contextlib.contextmanager
+def without_artifact_progress_bars(settings: Settings) -> Iterator[None]:
+    """MLflow's artifact progress bars off for one command, and the environment as it was after it.
+
+    A value the user set for ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` is left alone.
+    """
+    if ARTIFACT_PROGRESS_BAR_ENV in settings.environment:
+        yield
+        return
+    os.environ[ARTIFACT_PROGRESS_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(ARTIFACT_PROGRESS_BAR_ENV, None)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "init":
         from mlops_assets.demo import ensure_instance
 
-        ensure_instance(_dagster_home(settings))
-        print(f"DAGSTER_HOME={_dagster_home(settings)}")
+        ensure_instance(settings.dagster_home)
+        print(f"DAGSTER_HOME={settings.dagster_home}")
         return 0
     specs = load_specs(settings.pipelines)
     if args.command in ("explain", "rollback", "history"):
@@ -86,19 +111,13 @@ def _registry_and_lake(settings: Settings) -> tuple[Any, Any]:
     return resources["registry"].process_config_and_initialize(), resources["lake"].process_config_and_initialize()
 
 
-def _dagster_home(settings: Settings) -> Path:
-    return Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
-
-
 def _instance(settings: Settings) -> dg.DagsterInstance | None:
     """The Dagster instance whose event log holds the validations; None when there is none yet."""
     import dagster as dg
 
-    home = _dagster_home(settings)
+    home = settings.dagster_home
     if not home.exists():
         return None
-    if "DAGSTER_HOME" in os.environ:
-        return dg.DagsterInstance.get()
     return dg.DagsterInstance.from_config(str(home))
 
 
@@ -116,7 +135,7 @@ def explain_command(settings: Settings, model: str, *, batch: str | None, versio
     finally:
         if instance is not None:
             instance.dispose()
-    print(json.dumps(doc, indent=1, default=str) if as_json else render_text(doc))
+    print(json.dumps(doc.to_dict(), indent=1, default=str) if as_json else render_text(doc))
     return 0
 
 
@@ -139,14 +158,15 @@ def rollback_command(settings: Settings, model: str, *, to: str, reason: str, re
         return 0
     from mlops_assets.definitions import build_definitions
 
-    job = build_definitions(settings).resolve_job_def(f"{model}_rollback_job")
-    _dagster_home(settings).mkdir(parents=True, exist_ok=True)
+    job = build_definitions(settings).resolve_job_def(Job.rollback(model))
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
     instance = _instance(settings)
     if instance is None:
-        raise RuntimeError(f"no Dagster instance at {_dagster_home(settings)}")
+        raise RuntimeError(f"no Dagster instance at {settings.dagster_home}")
     try:
+        config = {"to_version": to, "reason": reason}
         result = job.execute_in_process(
-            run_config={"ops": {f"{model}__champion_rollback": {"config": {"to_version": to, "reason": reason}}}},
+            run_config={"ops": {op_name(model, Asset.CHAMPION_ROLLBACK): {"config": config}}},
             instance=instance,
             raise_on_error=False,
         )
@@ -163,9 +183,9 @@ def rollback_command(settings: Settings, model: str, *, to: str, reason: str, re
     finally:
         instance.dispose()
     print(
-        f"{model}: champion rolled back from version {meta['from_version']} to {meta['to_version']} "
-        f"in Dagster run {result.run_id}: {meta['reason']}\n"
-        f"Recorded in the champion history (mlops history {model}); model card: {meta['model_card']}"
+        f"{model}: champion rolled back from version {meta[Meta.FROM_VERSION]} to {meta[Meta.TO_VERSION]} "
+        f"in Dagster run {result.run_id}: {meta[Meta.REASON]}\n"
+        f"Recorded in the champion history (mlops history {model}); model card: {meta[Meta.MODEL_CARD]}"
     )
     return 0
 

@@ -5,45 +5,74 @@ it, the step that logs an MLflow artifact and ``mlops explain`` that reads it ba
 from here, so renaming one side renames the other. Nothing here imports anything heavier than the
 standard library: every layer (assets, sensors, resources, ml) may import it.
 
+Names are plain ``str`` constants grouped in classes, not enums: they go into Dagster asset keys,
+metadata and tags, which Dagster's serializer refuses as enum members.
+
 The public surface among these names (run tags, registered-model aliases, MLflow tags) is also
 documented in the README; change one only with a migration note there.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Final, Literal
 
 
-class Asset(StrEnum):
+class Asset:
     """Asset nouns: an asset's key is ``[<model name>, <noun>]`` and its lake folder is the noun."""
 
-    SOURCE_BATCHES = "source_batches"
-    RAW_BATCH = "raw_batch"
-    VALIDATION_SUITE = "validation_suite"
-    VALIDATED_BATCH = "validated_batch"
-    FEATURES = "features"
-    TRAINING_DATASET = "training_dataset"
-    MODEL = "model"
-    EVALUATION = "evaluation"
-    PROMOTION = "promotion"
-    PREDICTIONS = "predictions"
-    DRIFT_REPORT = "drift_report"
-    CHAMPION_ROLLBACK = "champion_rollback"
-    MODEL_CARD = "model_card"
-    EXPLANATION = "explanation"
+    SOURCE_BATCHES: Final = "source_batches"
+    RAW_BATCH: Final = "raw_batch"
+    VALIDATION_SUITE: Final = "validation_suite"
+    VALIDATED_BATCH: Final = "validated_batch"
+    FEATURES: Final = "features"
+    TRAINING_DATASET: Final = "training_dataset"
+    MODEL: Final = "model"
+    EVALUATION: Final = "evaluation"
+    PROMOTION: Final = "promotion"
+    PREDICTIONS: Final = "predictions"
+    DRIFT_REPORT: Final = "drift_report"
+    CHAMPION_ROLLBACK: Final = "champion_rollback"
+    MODEL_CARD: Final = "model_card"
+    EXPLANATION: Final = "explanation"
 
 
-class LakeFolder(StrEnum):
+class LakeFolder:
     """Lake folders that are no asset of their own (an asset's folder is its ``Asset`` noun)."""
 
     # A scored batch's metrics and fairness, written by ``predictions``.
-    PRODUCTION_EVALUATION = "production_evaluation"
+    PRODUCTION_EVALUATION: Final = "production_evaluation"
     # Per-epoch training checkpoints of torch models, keyed by training fingerprint.
-    CHECKPOINTS = "checkpoints"
+    CHECKPOINTS: Final = "checkpoints"
 
 
-def op_name(model: str, asset: Asset | str) -> str:
+class TrainingFile:
+    """The files of one training window in the lake, under ``training_dataset/<fingerprint>/``."""
+
+    TRAIN: Final = "train"
+    HOLDOUT: Final = "holdout"
+    MANIFEST: Final = "manifest"
+
+
+def training_file(fingerprint: str, file: str) -> str:
+    """The lake partition of one file of the window with training fingerprint ``fingerprint``.
+
+    Keyed by fingerprint so that overlapping retrains of other windows never overwrite the data a
+    version was trained on: the fingerprint tag on a version names exactly these files.
+    """
+    return f"{fingerprint}/{file}"
+
+
+def version_record(version: str) -> str:
+    """The lake partition of a per-version document (``promotion/v3.json``, ``model_card/v3.md``)."""
+    return f"v{version}"
+
+
+def run_record(run_id: str) -> str:
+    """The lake partition of a document one run writes for the next steps of the same run."""
+    return f"run-{run_id}"
+
+
+def op_name(model: str, asset: str) -> str:
     """The op (step) name Dagster derives from asset key ``[model, asset]``: what run config keys on."""
     return f"{model}__{asset}"
 
@@ -73,6 +102,11 @@ class Job:
         return f"{model}_rollback_job"
 
 
+def registry_pool(model: str) -> str:
+    """The Dagster pool of every step that moves a model's champion (limit it to 1)."""
+    return f"{model}_registry"
+
+
 # Dagster run tags (public: the README documents them).
 TAG_MODEL: Final = "mlops/model"
 TAG_TRIGGER: Final = "mlops/trigger"
@@ -83,28 +117,29 @@ TAG_REASON: Final = "mlops/reason"
 TAG_PARTITION: Final = "dagster/partition"
 
 Trigger = Literal["landing", "drift", "fairness", "schedule", "manual"]
+MANUAL: Final = "manual"
 
 # Registered-model aliases (public).
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 
 
-class MlflowTag(StrEnum):
+class MlflowTag:
     """Tags on MLflow model versions, runs and registered models (public: the README lists them)."""
 
-    TRAINING_FINGERPRINT = "mlops.training_fingerprint"
-    DAGSTER_RUN_ID = "mlops.dagster_run_id"
-    CODE_VERSION = "mlops.code_version"
-    TRAINING_BATCHES = "mlops.training_batches"
-    MODEL_FAMILY = "mlops.model_family"
-    PROMOTED = "mlops.promoted"
-    ROLLED_BACK_TO = "mlops.rolled_back_to"
+    TRAINING_FINGERPRINT: Final = "mlops.training_fingerprint"
+    DAGSTER_RUN_ID: Final = "mlops.dagster_run_id"
+    CODE_VERSION: Final = "mlops.code_version"
+    TRAINING_BATCHES: Final = "mlops.training_batches"
+    MODEL_FAMILY: Final = "mlops.model_family"
+    PROMOTED: Final = "mlops.promoted"
+    ROLLED_BACK_TO: Final = "mlops.rolled_back_to"
     # On the registered model: the latest champion move, for a glance in the MLflow UI.
-    LAST_CHAMPION_MOVE = "mlops.champion_history"
+    LAST_CHAMPION_MOVE: Final = "mlops.champion_history"
     # On a run: the version it registered (set when a crashed registration is completed).
-    REGISTERED_VERSION = "mlops.registered_version"
+    REGISTERED_VERSION: Final = "mlops.registered_version"
     # On a version: the digest of its model files as stored at registration; every load checks it.
-    ARTIFACT_DIGEST = "mlops.artifact_digest"
+    ARTIFACT_DIGEST: Final = "mlops.artifact_digest"
 
 
 # On the registered model: one tag per champion move; the suffix sorts chronologically.
@@ -114,38 +149,40 @@ CHAMPION_MOVE_TAG_PREFIX: Final = "mlops.champion_move."
 ARTIFACT_DIR: Final = "mlops"
 
 
-class Artifact(StrEnum):
+class Artifact:
     """File names of the run artifacts under ``ARTIFACT_DIR``; ``artifact_path`` gives the full path."""
 
-    TRAINING_MANIFEST = "training_manifest.json"
-    VALIDATION_SUITE = "validation_suite.json"
-    REFERENCE_PROFILE = "reference_profile.bin"
-    DECISION = "decision.json"
-    MODEL_CARD = "model_card.md"
+    TRAINING_MANIFEST: Final = "training_manifest.json"
+    VALIDATION_SUITE: Final = "validation_suite.json"
+    REFERENCE_PROFILE: Final = "reference_profile.bin"
+    DECISION: Final = "decision.json"
+    MODEL_CARD: Final = "model_card.md"
 
 
-def artifact_path(artifact: Artifact) -> str:
+def artifact_path(artifact: str) -> str:
     """The artifact's path inside its MLflow run, e.g. ``mlops/decision.json``."""
     return f"{ARTIFACT_DIR}/{artifact}"
 
 
-class Meta(StrEnum):
+class Meta:
     """Metadata keys of materializations and check results that another module reads."""
 
     # On every per-batch check result: the batch it is about (daemon runs leave the check
     # evaluation's own ``partition`` empty).
-    BATCH = "batch"
-    FINGERPRINT = "fingerprint"
-    TRAINING_FINGERPRINT = "training_fingerprint"
-    WINDOW_UNTIL = "window_until"
-    EXPECTATIONS_PASSED = "expectations_passed"
-    EXPECTATIONS_TOTAL = "expectations_total"
-    DECISION = "decision"
-    MODEL_VERSION = "model_version"
-    FROM_VERSION = "from_version"
-    TO_VERSION = "to_version"
-    REASON = "reason"
-    MODEL_CARD = "model_card"
+    BATCH: Final = "batch"
+    FINGERPRINT: Final = "fingerprint"
+    TRAINING_FINGERPRINT: Final = "training_fingerprint"
+    WINDOW_UNTIL: Final = "window_until"
+    EXPECTATIONS_PASSED: Final = "expectations_passed"
+    EXPECTATIONS_TOTAL: Final = "expectations_total"
+    DECISION: Final = "decision"
+    # On ``model``: the registered version; what the same run's evaluation scores.
+    VERSION: Final = "version"
+    MODEL_VERSION: Final = "model_version"
+    FROM_VERSION: Final = "from_version"
+    TO_VERSION: Final = "to_version"
+    REASON: Final = "reason"
+    MODEL_CARD: Final = "model_card"
 
 
 # Asset checks that sensors watch.
@@ -162,8 +199,23 @@ class Fairness:
     DEMOGRAPHIC_PARITY: Final = "demographic_parity_difference"
     EQUALIZED_ODDS: Final = "equalized_odds_difference"
     GAPS: Final = (DEMOGRAPHIC_PARITY, EQUALIZED_ODDS)
+    # gap -> attribute of the spec's gates holding its limit (also the promotion gate's name)
+    LIMIT_OF: Final = {
+        DEMOGRAPHIC_PARITY: "max_demographic_parity_difference",
+        EQUALIZED_ODDS: "max_equalized_odds_difference",
+    }
     # check name -> (gap, attribute of the spec's gates holding its limit)
     CHECKS: Final = {
-        "parity_gap_within_limit": (DEMOGRAPHIC_PARITY, "max_demographic_parity_difference"),
-        "equalized_odds_within_limit": (EQUALIZED_ODDS, "max_equalized_odds_difference"),
+        "parity_gap_within_limit": (DEMOGRAPHIC_PARITY, LIMIT_OF[DEMOGRAPHIC_PARITY]),
+        "equalized_odds_within_limit": (EQUALIZED_ODDS, LIMIT_OF[EQUALIZED_ODDS]),
     }
+
+    @staticmethod
+    def limits(gates: object) -> dict[str, float | None]:
+        """Gap -> the limit the spec's gates (a ``GatesSpec``) set for it; None: no limit."""
+        return {gap: getattr(gates, attribute) for gap, attribute in Fairness.LIMIT_OF.items()}
+
+
+def names(group: type) -> dict[str, str]:
+    """The constants of one group (``Asset``, ``Meta``, ...): attribute name -> value."""
+    return {k: v for k, v in vars(group).items() if k.isupper() and isinstance(v, str)}

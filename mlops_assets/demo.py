@@ -7,7 +7,6 @@ unchanged data and code reuse the registered version.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_assets.contract import Asset, Fairness, LakeFolder, partitions_name
+from mlops_assets.records import DriftSummary, ProductionEvaluation, PromotionRecord
 from mlops_assets.spec import PipelineSpec
 from resources.settings import Settings, resolved_resources
 
@@ -96,23 +97,29 @@ def ensure_instance(dagster_home: Path) -> None:
 
 def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interval: int = 3) -> int:
     """History through ``dagster asset materialize``, then production through the daemon."""
+    from mlops_assets.cli import ARTIFACT_PROGRESS_BAR_ENV
     from mlops_assets.ml.data import batch_at_or_before, read_source_files, sorted_batches
 
-    env = {**os.environ, "MLOPS_HOME": str(settings.home), "MLOPS_SENSOR_INTERVAL_SECONDS": str(sensor_interval)}
-    env.setdefault("DAGSTER_HOME", str(settings.home / "dagster"))
+    env = {
+        **settings.environment,
+        "MLOPS_HOME": str(settings.home),
+        "MLOPS_SENSOR_INTERVAL_SECONDS": str(sensor_interval),
+    }
+    env.setdefault("DAGSTER_HOME", str(settings.dagster_home))
+    env.setdefault(ARTIFACT_PROGRESS_BAR_ENV, "false")
     ensure_instance(Path(env["DAGSTER_HOME"]))
     name, until = spec.name, spec.training.initial_until
     started = time.monotonic()
     print(f"MLOPS_HOME={settings.home}\nDAGSTER_HOME={env['DAGSTER_HOME']}\n")
 
     print("1. Register the source's batches and learn the validation suite from the first training data")
-    if not all(r.ok for r in run_steps(name, [Step(("source_batches", "validation_suite"))], env, parallel=1)):
+    if not all(r.ok for r in run_steps(name, [Step((Asset.SOURCE_BATCHES, Asset.VALIDATION_SUITE))], env, parallel=1)):
         return 1
     batches = sorted_batches(_registered_batches(name, env))
     history = [b for b in batches if until is None or batch_at_or_before(b, until)]
 
     print(f"\n2. Ingest, validate and featurize the history ({history[0]}-{history[-1]}, {len(history)} batches)")
-    steps = [Step(("raw_batch", "validated_batch", "features"), b) for b in history]
+    steps = [Step((Asset.RAW_BATCH, Asset.VALIDATED_BATCH, Asset.FEATURES), b) for b in history]
     ingested = run_steps(name, steps, env, parallel=parallel)
     # A batch that fails stays out of training and the demo goes on, as production would; the
     # exit status still says that something failed.
@@ -121,7 +128,8 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
         print(f"  left out of training: {', '.join(str(b) for b in left_out)} (the failed runs are in the Dagster UI)")
 
     print("\n3. Train, evaluate and decide the first champion")
-    if not run_steps(name, [Step(("training_dataset", "model", "evaluation", "promotion"))], env, parallel=1)[0].ok:
+    retrain = Step((Asset.TRAINING_DATASET, Asset.MODEL, Asset.EVALUATION, Asset.PROMOTION))
+    if not run_steps(name, [retrain], env, parallel=1)[0].ok:
         return 1
     _print_promotion(settings, name)
 
@@ -149,7 +157,7 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
 
 
 def _reports_location(settings: Settings, name: str) -> str:
-    return resolved_resources(settings)["lake"].uri(name, "drift_report", "<batch>", "html")
+    return resolved_resources(settings)["lake"].uri(name, Asset.DRIFT_REPORT, "<batch>", "html")
 
 
 def _later_batches(spec: PipelineSpec, frame, *, known: set[str]) -> list:  # noqa: ANN001 - pandas stays lazy
@@ -163,17 +171,18 @@ def _later_batches(spec: PipelineSpec, frame, *, known: set[str]) -> list:  # no
 
 
 def _print_promotion(settings: Settings, name: str) -> None:
-    promotion = _lake_json(settings, name, "promotion")
-    if promotion:
-        state = "promoted to champion" if promotion["promote"] else "NOT promoted"
-        print(f"  version {promotion['candidate_version']} {state}: {'; '.join(promotion['reasons'])}")
+    found = _lake_json(settings, name, Asset.PROMOTION)
+    if found:
+        decision = PromotionRecord.from_dict(found[1], origin=found[0]).decision
+        state = "promoted to champion" if decision.promote else "NOT promoted"
+        print(f"  version {decision.candidate_version} {state}: {'; '.join(decision.reasons)}")
 
 
 def _registered_batches(name: str, env: dict[str, str]) -> list[str]:
     import dagster as dg
 
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        return list(instance.get_dynamic_partitions(f"{name}_batches"))
+        return list(instance.get_dynamic_partitions(partitions_name(name)))
 
 
 def print_summary(spec: PipelineSpec, settings: Settings, rows: list[dict]) -> None:
@@ -189,25 +198,41 @@ def print_summary(spec: PipelineSpec, settings: Settings, rows: list[dict]) -> N
         if not row["scored"]:
             print(f"{batch:>6}  not scored: {row['error'][:120]}")
             continue
-        drift = _lake_json(settings, spec.name, "drift_report", batch) or {}
-        quality = _lake_json(settings, spec.name, "production_evaluation", batch) or {}
-        gaps = [f["demographic_parity_difference"] for f in quality.get("fairness", [])]
+        drift, quality = _batch_records(settings, spec.name, batch)
+        evaluation = quality.evaluation if quality else None
+        rows_scored = evaluation.rows if evaluation else 0
+        scored_by = "v" + (drift.model_version if drift else "-")
+        share = _fmt(drift.drifted_share if drift else None)
+        drifted = "yes" if drift and drift.dataset_drift else "no"
+        positive = _fmt(evaluation.predicted_positive_rate if evaluation else None)
+        auc = _fmt(evaluation.metrics.get("roc_auc") if evaluation else None)
+        gap = _fmt(quality.worst(Fairness.DEMOGRAPHIC_PARITY) if quality else None)
         print(
-            f"{batch:>6} {quality.get('rows', 0):>5} {'v' + str(drift.get('model_version', '-')):>9} "
-            f"{_fmt(drift.get('drifted_share')):>11} {('yes' if drift.get('dataset_drift') else 'no'):>5} "
-            f"{_fmt(quality.get('predicted_positive_rate')):>10} {_fmt(quality.get('metrics', {}).get('roc_auc')):>7} "
-            f"{_fmt(max(gaps) if gaps else None):>10}  {row['retrain']:<8} {row['decision']:<10} "
-            f"{'v' + str(row['champion']):>8}"
+            f"{batch:>6} {rows_scored:>5} {scored_by:>9} {share:>11} {drifted:>5} {positive:>10} {auc:>7} {gap:>10}  "
+            f"{row['retrain']:<8} {row['decision']:<10} {'v' + str(row['champion']):>8}"
         )
+
+
+def _batch_records(
+    settings: Settings, model: str, batch: str
+) -> tuple[DriftSummary | None, ProductionEvaluation | None]:
+    """What the loop recorded about a production batch: its drift, and the champion's evaluation on it."""
+    drift = _lake_json(settings, model, Asset.DRIFT_REPORT, batch)
+    quality = _lake_json(settings, model, LakeFolder.PRODUCTION_EVALUATION, batch)
+    return (
+        DriftSummary.from_dict(drift[1], origin=drift[0]) if drift else None,
+        ProductionEvaluation.from_dict(quality[1], origin=quality[0]) if quality else None,
+    )
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _lake_json(settings: Settings, model: str, asset: str, partition: str | None = None) -> dict | None:
-    """A JSON document the assets wrote to the lake (local folder or object store), if present."""
-    from resources.settings import resolved_resources
-
+def _lake_json(settings: Settings, model: str, asset: str, partition: str | None = None) -> tuple[str, dict] | None:
+    """Where a JSON document the assets wrote to the lake (local folder or object store) is, and
+    the document; None when it is absent."""
     lake = resolved_resources(settings)["lake"]
-    return lake.read_json(model, asset, partition) if lake.exists(model, asset, partition, "json") else None
+    if not lake.exists(model, asset, partition, "json"):
+        return None
+    return lake.uri(model, asset, partition, "json"), lake.read_json(model, asset, partition)

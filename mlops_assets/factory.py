@@ -5,13 +5,14 @@ from __future__ import annotations
 import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline
-from mlops_assets.assets.deployment import DRIFT_CHECK, build_deployment_assets, fairness_checks
+from mlops_assets.assets.deployment import build_deployment_assets, fairness_checks
 from mlops_assets.assets.evaluation import build_evaluation_assets
 from mlops_assets.assets.features import build_feature_assets
 from mlops_assets.assets.governance import build_governance_assets, build_rollback_job
 from mlops_assets.assets.ingestion import build_ingestion_assets
 from mlops_assets.assets.training import build_training_assets
 from mlops_assets.assets.validation import build_validation_assets
+from mlops_assets.contract import DRIFT_CHECK, Asset, Job
 from mlops_assets.k8s import training_op_tags
 from sensors.builders import (
     build_check_alert_sensor,
@@ -20,8 +21,8 @@ from sensors.builders import (
     build_retrain_sensor,
 )
 
-BATCH_ASSETS = ("raw_batch", "validated_batch", "features", "predictions", "drift_report")
-RETRAIN_ASSETS = ("training_dataset", "model", "evaluation", "promotion")
+BATCH_ASSETS = (Asset.RAW_BATCH, Asset.VALIDATED_BATCH, Asset.FEATURES, Asset.PREDICTIONS, Asset.DRIFT_REPORT)
+RETRAIN_ASSETS = (Asset.TRAINING_DATASET, Asset.MODEL, Asset.EVALUATION, Asset.PROMOTION)
 
 
 def build_pipeline(
@@ -46,30 +47,30 @@ def build_pipeline(
         *build_governance_assets(pipeline),
     ]
     score_batch = dg.define_asset_job(
-        f"{name}_score_batch_job",
+        Job.score_batch(name),
         selection=dg.AssetSelection.assets(*(pipeline.key(a) for a in BATCH_ASSETS)),
         partitions_def=pipeline.partitions,
         tags=pipeline.tags,
         description=f"Validates, featurizes, scores and drift-checks one {name} batch.",
     )
     retrain = dg.define_asset_job(
-        f"{name}_retrain_job",
-        selection=dg.AssetSelection.assets(*(pipeline.key(a) for a in (*RETRAIN_ASSETS, "model_card"))),
+        Job.retrain(name),
+        selection=dg.AssetSelection.assets(*(pipeline.key(a) for a in (*RETRAIN_ASSETS, Asset.MODEL_CARD))),
         tags=pipeline.tags,
         description=f"Trains a {name} candidate on the training window, evaluates it and decides its promotion.",
     )
     recheck = dg.define_asset_job(
-        f"{name}_recheck_job",
-        selection=dg.AssetSelection.assets(pipeline.key("predictions"), pipeline.key("drift_report")),
+        Job.recheck(name),
+        selection=dg.AssetSelection.assets(pipeline.key(Asset.PREDICTIONS), pipeline.key(Asset.DRIFT_REPORT)),
         partitions_def=pipeline.partitions,
         tags=pipeline.tags,
         description=f"Re-scores one {name} batch with the current champion and re-checks its drift and fairness.",
     )
     monitoring = pipeline.spec.monitoring
     interval = sensor_interval_seconds
-    drift = [dg.AssetCheckKey(pipeline.key("drift_report"), DRIFT_CHECK)]
-    fairness = [dg.AssetCheckKey(pipeline.key("predictions"), c) for c in fairness_checks(pipeline)]
-    validation = [spec.key for spec in _check_specs(assets, pipeline.key("validated_batch"))]
+    drift = [dg.AssetCheckKey(pipeline.key(Asset.DRIFT_REPORT), DRIFT_CHECK)]
+    fairness = [dg.AssetCheckKey(pipeline.key(Asset.PREDICTIONS), c) for c in fairness_checks(pipeline)]
+    validation = [spec.key for spec in _check_specs(assets, pipeline.key(Asset.VALIDATED_BATCH))]
     sensors = [
         build_landing_sensor(pipeline, job=score_batch, interval_seconds=interval),
         build_check_alert_sensor(pipeline, checks=[*validation, *drift, *fairness], interval_seconds=interval),

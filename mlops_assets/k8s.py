@@ -2,7 +2,7 @@
 
 Under ``k8s_job_executor`` every step runs in its own pod and op tags are the one place that
 reaches that pod on every launch path (UI, CLI, sensors, backfills); job-level tags do not reach
-step pods (API_NOTES.md, dagster-k8s executor.py).
+step pods (docs/kubernetes.md, from dagster-k8s 0.29.27's executor.py).
 """
 
 from __future__ import annotations

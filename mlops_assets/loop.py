@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from mlops_assets.contract import CHAMPION, TAG_BATCH, TAG_MODEL, TAG_TRIGGER, Asset, Fairness, LakeFolder, Meta
 from mlops_assets.spec import PipelineSpec
 from resources.settings import Settings
 
@@ -120,8 +121,8 @@ class ClosedLoop:
         name = self.spec.name
         started = time.monotonic()
         self.land(batch, frame)
-        model_tags = {"mlops/model": name, "mlops/batch": batch}
-        scored = self.wait_for_run({**model_tags, "mlops/trigger": "landing"}, appear_within=self.timeout)
+        model_tags = {TAG_MODEL: name, TAG_BATCH: batch}
+        scored = self.wait_for_run({**model_tags, TAG_TRIGGER: "landing"}, appear_within=self.timeout)
         row: dict[str, Any] = {"batch": batch, "scored": False, "error": "", "retrain": "-", "decision": "-"}
         if scored is None or scored.status != dg.DagsterRunStatus.SUCCESS:
             row["error"] = f"scoring run {scored.run_id if scored else '(none)'} failed; see the Dagster UI"
@@ -131,13 +132,13 @@ class ClosedLoop:
             # (a code-server call) can itself take many seconds.
             patience = 6 * int(self.env.get("MLOPS_SENSOR_INTERVAL_SECONDS", "30")) + 90
             for trigger in self._failed_monitors(batch):
-                retrain = self.wait_for_run({**model_tags, "mlops/trigger": trigger}, appear_within=patience)
+                retrain = self.wait_for_run({**model_tags, TAG_TRIGGER: trigger}, appear_within=patience)
                 if retrain is not None:
                     row["retrain"] = trigger
                     row["decision"] = self._decision(retrain)
                     break
                 row["error"] = f"{trigger} check failed but no retrain run appeared within {patience}s"
-        champion = resolved_resources(self.settings)["registry"].by_alias(name, "champion")
+        champion = resolved_resources(self.settings)["registry"].by_alias(name, CHAMPION)
         row["champion"] = champion.version if champion else "-"
         print(
             f"  {batch}: {'scored' if row['scored'] else 'NOT scored'}, retrain {row['retrain']}, "
@@ -155,16 +156,15 @@ class ClosedLoop:
         triggers = []
         if (
             monitoring.retrain_on_drift
-            and lake.exists(name, "drift_report", batch, "json")
-            and lake.read_json(name, "drift_report", batch)["dataset_drift"]
+            and lake.exists(name, Asset.DRIFT_REPORT, batch, "json")
+            and lake.read_json(name, Asset.DRIFT_REPORT, batch)["dataset_drift"]
         ):
             triggers.append("drift")
-        if monitoring.fairness_action == "retrain" and lake.exists(name, "production_evaluation", batch, "json"):
-            fairness = lake.read_json(name, "production_evaluation", batch).get("fairness", [])
-            limits = {
-                "demographic_parity_difference": gates.max_demographic_parity_difference,
-                "equalized_odds_difference": gates.max_equalized_odds_difference,
-            }
+        if monitoring.fairness_action == "retrain" and lake.exists(
+            name, LakeFolder.PRODUCTION_EVALUATION, batch, "json"
+        ):
+            fairness = lake.read_json(name, LakeFolder.PRODUCTION_EVALUATION, batch).get("fairness", [])
+            limits = Fairness.limits(gates)
             if any(
                 f[g] is not None and limit is not None and f[g] > limit for f in fairness for g, limit in limits.items()
             ):
@@ -175,9 +175,9 @@ class ClosedLoop:
         if run.status != dg.DagsterRunStatus.SUCCESS:
             return "failed"
         records = self.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey([self.spec.name, "promotion"])), limit=5
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey([self.spec.name, Asset.PROMOTION])), limit=5
         ).records
         for record in records:
             if record.run_id == run.run_id:
-                return str(record.asset_materialization.metadata["decision"].value)
+                return str(record.asset_materialization.metadata[Meta.DECISION].value)
         return "-"

@@ -21,7 +21,7 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
@@ -57,6 +57,10 @@ class Settings:
     sensor_interval_seconds: int = 30
     # None: k8s_job_executor under prod, in-process locally.
     executor: Executor | None = None
+    # DAGSTER_HOME when set; None: $MLOPS_HOME/dagster.
+    dagster_home_env: Path | None = None
+    # The environment these settings were read from, handed on to the processes the product starts.
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -78,12 +82,19 @@ class Settings:
             registry_lock=bool(environ.get(LOCK_URI_ENV)),
             sensor_interval_seconds=int(environ.get("MLOPS_SENSOR_INTERVAL_SECONDS", "30")),
             executor=executor,
+            dagster_home_env=Path(environ["DAGSTER_HOME"]) if environ.get("DAGSTER_HOME") else None,
+            environment=dict(environ),
         )
 
     @property
     def on_kubernetes(self) -> bool:
         """Whether steps run in pods (``k8s_job_executor``) rather than in the run's process."""
         return (self.executor or ("k8s" if self.env == "prod" else "in_process")) == "k8s"
+
+    @property
+    def dagster_home(self) -> Path:
+        """The Dagster instance's folder: ``DAGSTER_HOME``, else ``$MLOPS_HOME/dagster``."""
+        return self.dagster_home_env or self.home / "dagster"
 
     @property
     def mlflow_uri(self) -> str:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from mlops_assets.contract import TAG_MODEL, Asset, partitions_name
+from mlops_assets.contract import TAG_MODEL, partitions_name
 from mlops_assets.ml.data import ResolvedColumns
 from mlops_assets.spec import PipelineSpec
 
@@ -33,12 +33,52 @@ class ModelPipeline:
     def partitions(self) -> dg.DynamicPartitionsDefinition:
         return dg.DynamicPartitionsDefinition(name=partitions_name(self.name))
 
-    def key(self, noun: Asset | str) -> dg.AssetKey:
+    def key(self, noun: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, noun])
 
     @property
     def tags(self) -> dict[str, str]:
         return {TAG_MODEL: self.name}
+
+
+def materialization_in_run(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> dg.EventLogRecord | None:
+    """``key``'s materialization by run ``run_id`` (its last one), if the run made one."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    found = [r for r in records if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.asset_key == key]
+    return found[-1] if found else None
+
+
+def materialization_of_run(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dg.EventLogRecord | None:
+    """``key``'s materialization by this run or, for a re-execution, by the run it re-executes
+    (whose successful steps it skips); None when neither made one."""
+    run: dg.DagsterRun | None = context.dagster_run
+    while run is not None:
+        found = materialization_in_run(context.instance, run.run_id, key)
+        if found is not None:
+            return found
+        run = context.instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
+    return None
+
+
+def upstream_materialization(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dg.EventLogRecord | None:
+    """What a step reads of an upstream asset: the materialization its own run made (see
+    ``materialization_of_run``), else the latest.
+
+    A retrain's steps thereby act on what their own run produced, even while another retrain of
+    the same model runs; a step materialized on its own takes the latest, as it always did.
+    """
+    own = materialization_of_run(context, key)
+    if own is not None:
+        return own
+    latest = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1).records
+    return latest[0] if latest else None
+
+
+def recorded(record: dg.EventLogRecord, key: str) -> object:
+    """A metadata value of a materialization record; None when it has no such entry."""
+    materialization = record.event_log_entry.asset_materialization
+    entry = materialization.metadata.get(key) if materialization else None
+    return None if entry is None else entry.value
 
 
 def frame_schema(frame) -> dg.TableSchema:  # noqa: ANN001 - pandas stays out of module imports

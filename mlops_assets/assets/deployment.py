@@ -1,17 +1,33 @@
 """Deployment: batch scoring by the champion, and the drift of each batch against its training data."""
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage, table
+from mlops_assets.contract import (
+    CHAMPION,
+    DRIFT_CHECK,
+    Artifact,
+    Asset,
+    Fairness,
+    LakeFolder,
+    Meta,
+    artifact_path,
+    column_drift_check,
+)
+from mlops_assets.records import DriftSummary, ProductionEvaluation
 from resources.lake import Lake
-from resources.registry import MlflowRegistry
+from resources.registry import MlflowRegistry, RegisteredModel
 
-DRIFT_CHECK = "drift_within_tolerance"
-FAIRNESS_CHECKS = {
-    # check name -> (gap, spec limit attribute)
-    "parity_gap_within_limit": ("demographic_parity_difference", "max_demographic_parity_difference"),
-    "equalized_odds_within_limit": ("equalized_odds_difference", "max_equalized_odds_difference"),
-}
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops_assets.ml.drift import DriftResult
+    from mlops_assets.ml.evaluation import Evaluation
+
+DRIFT_TABLE_COLUMNS = ["column", "method", "score", "threshold", "drifted", "note"]
 
 
 def drift_columns(pipeline: ModelPipeline) -> list[str]:
@@ -23,29 +39,21 @@ def fairness_checks(pipeline: ModelPipeline) -> dict[str, tuple[str, float]]:
     """The production fairness checks the spec asks for: name -> (gap, limit)."""
     if not pipeline.spec.sensitive_features:
         return {}
-    limits = {name: (gap, getattr(pipeline.spec.gates, attr)) for name, (gap, attr) in FAIRNESS_CHECKS.items()}
-    return {name: (gap, limit) for name, (gap, limit) in limits.items() if limit is not None}
+    limits = Fairness.limits(pipeline.spec.gates)
+    found = {name: (gap, limits[gap]) for name, (gap, _) in Fairness.CHECKS.items()}
+    return {name: (gap, limit) for name, (gap, limit) in found.items() if limit is not None}
 
 
 def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
     spec = pipeline.spec
-    sensitive = spec.sensitive_features
     fairness = fairness_checks(pipeline)
 
     @dg.asset(
-        key=pipeline.key("predictions"),
+        key=pipeline.key(Asset.PREDICTIONS),
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
-        deps=[pipeline.key("features"), pipeline.key("promotion")],
-        check_specs=[
-            dg.AssetCheckSpec(
-                name,
-                asset=pipeline.key("predictions"),
-                description=f"On labelled batches, the champion's {gap.replace('_', ' ')} across "
-                f"{', '.join(sensitive)} stays within {limit:g} (bias drift in production).",
-            )
-            for name, (gap, limit) in fairness.items()
-        ],
+        deps=[pipeline.key(Asset.FEATURES), pipeline.key(Asset.PROMOTION)],
+        check_specs=fairness_check_specs(pipeline, fairness),
         kinds={"mlflow", "parquet"},
         description=(
             "A batch scored by the model version that is champion when the run starts; the "
@@ -56,104 +64,26 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     )
     @retry_on_tracking_outage
     def predictions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        import numpy as np
-        import pandas as pd
-
-        from mlops_assets.ml.data import LABEL
-        from mlops_assets.ml.evaluation import DECISION_THRESHOLD, evaluate
-        from mlops_assets.ml.scoring import positive_scores
-        from mlops_assets.ml.trainers import prepare_inputs
-        from resources.registry import CHAMPION
-
         batch = context.partition_key
-        champion = registry.by_alias(spec.name, CHAMPION)
-        if champion is None:
-            raise dg.Failure(
-                f"{spec.name}: no version is champion yet, so batch {batch} cannot be scored; "
-                "materialize training_dataset, model, evaluation and promotion (see the promotion "
-                "asset's reasons if a candidate was rejected)"
-            )
-        frame = lake.read_frame(spec.name, "features", batch)
-        model = registry.load_model(champion)
-        scores = positive_scores(model, prepare_inputs(frame, pipeline.columns.numeric, pipeline.columns.categorical))
-        out = pd.DataFrame(
-            {
-                "row": np.arange(len(frame)),
-                "score": scores,
-                "prediction": (scores >= DECISION_THRESHOLD).astype("int8"),
-                "label": frame[LABEL],
-                **{c: frame[c] for c in sensitive},
-                "model_version": champion.version,
-            }
-        )
-        metadata: dict[str, object] = {
-            "model_version": champion.version,
-            "model_uri": champion.uri,
-            "dagster/row_count": len(out),
-            "predicted_positive_rate": float(out["prediction"].mean()) if len(out) else 0.0,
-        }
-        labelled = out["label"].notna()
-        result = None
-        if labelled.any():
-            result = evaluate(
-                out.loc[labelled, "label"].to_numpy(), scores[labelled.to_numpy()], out.loc[labelled, sensitive]
-            )
-            metadata.update({f"{k}": v for k, v in result.metrics.items() if v is not None})
-            for gap in ("demographic_parity_difference", "equalized_odds_difference"):
-                if result.worst(gap) is not None:
-                    metadata[gap] = result.worst(gap)
-        lake.write_frame(spec.name, "predictions", out, batch)
+        champion = current_champion(registry, spec.name, batch)
+        frame = lake.read_frame(spec.name, Asset.FEATURES, batch)
+        out, result = score_batch(pipeline, frame, registry.load_model(champion), champion.version)
+        lake.write_frame(spec.name, Asset.PREDICTIONS, out, batch)
         if result is not None:
-            lake.write_json(
-                spec.name, "production_evaluation", {**result.to_dict(), "model_version": champion.version}, batch
-            )
+            quality = ProductionEvaluation(model_version=champion.version, evaluation=result)
+            lake.write_json(spec.name, LakeFolder.PRODUCTION_EVALUATION, quality.to_dict(), batch)
         context.log.info("%s batch %s scored by version %s", spec.name, batch, champion.version)
-        yield dg.MaterializeResult(metadata=metadata)
-        for name, (gap, limit) in fairness.items():
-            value = result.worst(gap) if result is not None else None
-            yield dg.AssetCheckResult(
-                check_name=name,
-                passed=value is None or value <= limit,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=(
-                    f"batch {batch}: no labelled rows with both classes, not evaluated"
-                    if value is None
-                    else f"batch {batch}: {gap} {value:.3f} {'within' if value <= limit else 'exceeds'} "
-                    f"limit {limit:g} (champion version {champion.version})"
-                ),
-                metadata={
-                    "batch": batch,
-                    "gap": value if value is not None else -1.0,
-                    "limit": limit,
-                    "model_version": champion.version,
-                },
-            )
+        yield dg.MaterializeResult(metadata=predictions_metadata(out, champion, result))
+        yield from fairness_check_results(fairness, result, batch=batch, version=champion.version)
 
     columns = drift_columns(pipeline)
-    check_specs = [
-        dg.AssetCheckSpec(
-            DRIFT_CHECK,
-            asset=pipeline.key("drift_report"),
-            description=(
-                f"Fewer than {spec.drift.drift_share:.0%} of the watched columns drifted (Evidently's dataset drift)."
-            ),
-        ),
-        *(
-            dg.AssetCheckSpec(
-                f"{column}_no_drift",
-                asset=pipeline.key("drift_report"),
-                description=f"Column {column} did not drift from the champion's training data.",
-            )
-            for column in columns
-        ),
-    ]
 
     @dg.asset(
-        key=pipeline.key("drift_report"),
+        key=pipeline.key(Asset.DRIFT_REPORT),
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
-        deps=[pipeline.key("predictions")],
-        check_specs=check_specs,
+        deps=[pipeline.key(Asset.PREDICTIONS)],
+        check_specs=drift_check_specs(pipeline, columns),
         kinds={"evidently"},
         description=(
             "How far a batch drifted from the training data of the model that scored it.\n\n"
@@ -165,76 +95,220 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     )
     @retry_on_tracking_outage
     def drift_report(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        import tempfile
-        from pathlib import Path
-
-        from mlops_assets.ml.drift import DriftPolicy, ReferenceProfile, detect_drift, render_evidently_report
-
         batch = context.partition_key
-        scored_by = str(lake.read_frame(spec.name, "predictions", batch)["model_version"].iloc[0])
-        version = registry.get(spec.name, scored_by)
-        profile = ReferenceProfile.from_bytes(registry.run_artifact(version.run_id, "mlops/reference_profile.bin"))
-        current = lake.read_frame(spec.name, "features", batch)
-        policy = DriftPolicy(**spec.drift.model_dump())
-        result = detect_drift(profile, current, policy)
-        with tempfile.TemporaryDirectory() as tmp:
-            html = Path(tmp) / "drift.html"
-            render_evidently_report(profile, current, policy, str(html))
-            report_path = lake.write_bytes(spec.name, "drift_report", html.read_bytes(), batch, "html")
-        summary = {
-            "batch": batch,
-            "model_version": scored_by,
-            "drifted_share": result.drifted_share,
-            "dataset_drift": result.dataset_drift,
-            "columns": [c.__dict__ for c in result.columns],
-        }
-        lake.write_json(spec.name, "drift_report", summary, batch)
-        by_column = {c.column: c for c in result.columns}
-        rows = [
-            {
-                "column": c.column,
-                "method": c.method_label,
-                "score": c.score,
-                "threshold": c.threshold,
-                "drifted": c.drifted,
-                "note": c.note,
-            }
-            for c in result.columns
-        ]
-        yield dg.AssetCheckResult(
-            check_name=DRIFT_CHECK,
-            passed=not result.dataset_drift,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                f"batch {batch}: {result.drifted_share:.0%} of columns drifted "
-                f"(limit {spec.drift.drift_share:.0%}) against version {scored_by}'s training data"
-            ),
-            metadata={
-                "drifted_share": result.drifted_share,
-                "drift_share_limit": spec.drift.drift_share,
-                "drifted_columns": dg.MetadataValue.json([c.column for c in result.columns if c.drifted]),
-                "columns": table(rows, ["column", "method", "score", "threshold", "drifted", "note"]),
-                "batch": batch,
-            },
+        scored_by = str(lake.read_frame(spec.name, Asset.PREDICTIONS, batch)[Meta.MODEL_VERSION].iloc[0])
+        current = lake.read_frame(spec.name, Asset.FEATURES, batch)
+        result, report_path = detect_and_report(pipeline, registry, lake, batch, scored_by, current)
+        summary = DriftSummary(
+            batch=batch,
+            model_version=scored_by,
+            drifted_share=result.drifted_share,
+            dataset_drift=result.dataset_drift,
+            columns=tuple(c.__dict__ for c in result.columns),
         )
-        for column in columns:
-            c = by_column[column]
-            yield dg.AssetCheckResult(
-                check_name=f"{column}_no_drift",
-                passed=not c.drifted,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"{c.method_label} {c.score:.4g} (threshold {c.threshold:g})"
-                + (f"; {c.note}" if c.note else ""),
-                metadata={"batch": batch, "score": c.score, "threshold": c.threshold, "method": c.method},
-            )
-        yield dg.MaterializeResult(
-            metadata={
-                "model_version": scored_by,
-                "drifted_share": result.drifted_share,
-                "dataset_drift": result.dataset_drift,
-                "report": dg.MetadataValue.path(report_path),
-                "columns": table(rows, ["column", "method", "score", "threshold", "drifted", "note"]),
-            }
-        )
+        lake.write_json(spec.name, Asset.DRIFT_REPORT, summary.to_dict(), batch)
+        yield from drift_check_results(pipeline, result, batch=batch, scored_by=scored_by, columns=columns)
+        yield dg.MaterializeResult(metadata=drift_metadata(result, scored_by, report_path))
 
     return [predictions, drift_report]
+
+
+def fairness_check_specs(pipeline: ModelPipeline, fairness: dict[str, tuple[str, float]]) -> list[dg.AssetCheckSpec]:
+    sensitive = ", ".join(pipeline.spec.sensitive_features)
+    return [
+        dg.AssetCheckSpec(
+            name,
+            asset=pipeline.key(Asset.PREDICTIONS),
+            description=f"On labelled batches, the champion's {gap.replace('_', ' ')} across "
+            f"{sensitive} stays within {limit:g} (bias drift in production).",
+        )
+        for name, (gap, limit) in fairness.items()
+    ]
+
+
+def drift_check_specs(pipeline: ModelPipeline, columns: list[str]) -> list[dg.AssetCheckSpec]:
+    share = pipeline.spec.drift.drift_share
+    return [
+        dg.AssetCheckSpec(
+            DRIFT_CHECK,
+            asset=pipeline.key(Asset.DRIFT_REPORT),
+            description=f"Fewer than {share:.0%} of the watched columns drifted (Evidently's dataset drift).",
+        ),
+        *(
+            dg.AssetCheckSpec(
+                column_drift_check(column),
+                asset=pipeline.key(Asset.DRIFT_REPORT),
+                description=f"Column {column} did not drift from the champion's training data.",
+            )
+            for column in columns
+        ),
+    ]
+
+
+def current_champion(registry: MlflowRegistry, name: str, batch: str) -> RegisteredModel:
+    champion = registry.by_alias(name, CHAMPION)
+    if champion is None:
+        raise dg.Failure(
+            f"{name}: no version is champion yet, so batch {batch} cannot be scored; "
+            "materialize training_dataset, model, evaluation and promotion (see the promotion "
+            "asset's reasons if a candidate was rejected)"
+        )
+    return champion
+
+
+def score_batch(
+    pipeline: ModelPipeline, frame: "pd.DataFrame", model: Any, version: str
+) -> "tuple[pd.DataFrame, Evaluation | None]":
+    """Every row's score and prediction by ``model``; with labelled rows, their evaluation."""
+    import numpy as np
+    import pandas as pd
+
+    from mlops_assets.ml.data import LABEL
+    from mlops_assets.ml.evaluation import DECISION_THRESHOLD, evaluate
+    from mlops_assets.ml.scoring import positive_scores
+    from mlops_assets.ml.trainers import prepare_inputs
+
+    sensitive = pipeline.spec.sensitive_features
+    scores = positive_scores(model, prepare_inputs(frame, pipeline.columns.numeric, pipeline.columns.categorical))
+    out = pd.DataFrame(
+        {
+            "row": np.arange(len(frame)),
+            "score": scores,
+            "prediction": (scores >= DECISION_THRESHOLD).astype("int8"),
+            "label": frame[LABEL],
+            **{c: frame[c] for c in sensitive},
+            Meta.MODEL_VERSION: version,
+        }
+    )
+    labelled = out["label"].notna()
+    if not labelled.any():
+        return out, None
+    result = evaluate(out.loc[labelled, "label"].to_numpy(), scores[labelled.to_numpy()], out.loc[labelled, sensitive])
+    return out, result
+
+
+def predictions_metadata(
+    out: "pd.DataFrame", champion: RegisteredModel, result: "Evaluation | None"
+) -> dict[str, object]:
+    metadata: dict[str, object] = {
+        Meta.MODEL_VERSION: champion.version,
+        "model_uri": champion.uri,
+        "dagster/row_count": len(out),
+        "predicted_positive_rate": float(out["prediction"].mean()) if len(out) else 0.0,
+    }
+    if result is not None:
+        metadata.update({f"{k}": v for k, v in result.metrics.items() if v is not None})
+        for gap in Fairness.GAPS:
+            if result.worst(gap) is not None:
+                metadata[gap] = result.worst(gap)
+    return metadata
+
+
+def fairness_check_results(
+    fairness: dict[str, tuple[str, float]], result: "Evaluation | None", *, batch: str, version: str
+) -> Iterator[dg.AssetCheckResult]:
+    for name, (gap, limit) in fairness.items():
+        value = result.worst(gap) if result is not None else None
+        yield dg.AssetCheckResult(
+            check_name=name,
+            passed=value is None or value <= limit,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"batch {batch}: no labelled rows with both classes, not evaluated"
+                if value is None
+                else f"batch {batch}: {gap} {value:.3f} {'within' if value <= limit else 'exceeds'} "
+                f"limit {limit:g} (champion version {version})"
+            ),
+            metadata={
+                Meta.BATCH: batch,
+                "gap": value if value is not None else -1.0,
+                "limit": limit,
+                Meta.MODEL_VERSION: version,
+            },
+        )
+
+
+def detect_and_report(
+    pipeline: ModelPipeline,
+    registry: MlflowRegistry,
+    lake: Lake,
+    batch: str,
+    scored_by: str,
+    current: "pd.DataFrame",
+) -> "tuple[DriftResult, str]":
+    """Drift of ``current`` against the training data of version ``scored_by``, and the path of
+    the Evidently HTML report of the same comparison in the lake."""
+    import tempfile
+    from pathlib import Path
+
+    from mlops_assets.ml.drift import DriftPolicy, ReferenceProfile, detect_drift, render_evidently_report
+
+    spec = pipeline.spec
+    version = registry.get(spec.name, scored_by)
+    profile = ReferenceProfile.from_bytes(
+        registry.run_artifact(version.run_id, artifact_path(Artifact.REFERENCE_PROFILE))
+    )
+    policy = DriftPolicy(**spec.drift.model_dump())
+    result = detect_drift(profile, current, policy)
+    with tempfile.TemporaryDirectory() as tmp:
+        html = Path(tmp) / "drift.html"
+        render_evidently_report(profile, current, policy, str(html))
+        report_path = lake.write_bytes(spec.name, Asset.DRIFT_REPORT, html.read_bytes(), batch, "html")
+    return result, report_path
+
+
+def drift_rows(result: "DriftResult") -> list[dict[str, object]]:
+    return [
+        {
+            "column": c.column,
+            "method": c.method_label,
+            "score": c.score,
+            "threshold": c.threshold,
+            "drifted": c.drifted,
+            "note": c.note,
+        }
+        for c in result.columns
+    ]
+
+
+def drift_check_results(
+    pipeline: ModelPipeline, result: "DriftResult", *, batch: str, scored_by: str, columns: list[str]
+) -> Iterator[dg.AssetCheckResult]:
+    limit = pipeline.spec.drift.drift_share
+    yield dg.AssetCheckResult(
+        check_name=DRIFT_CHECK,
+        passed=not result.dataset_drift,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"batch {batch}: {result.drifted_share:.0%} of columns drifted "
+            f"(limit {limit:.0%}) against version {scored_by}'s training data"
+        ),
+        metadata={
+            "drifted_share": result.drifted_share,
+            "drift_share_limit": limit,
+            "drifted_columns": dg.MetadataValue.json([c.column for c in result.columns if c.drifted]),
+            "columns": table(drift_rows(result), DRIFT_TABLE_COLUMNS),
+            Meta.BATCH: batch,
+        },
+    )
+    by_column = {c.column: c for c in result.columns}
+    for column in columns:
+        c = by_column[column]
+        yield dg.AssetCheckResult(
+            check_name=column_drift_check(column),
+            passed=not c.drifted,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{c.method_label} {c.score:.4g} (threshold {c.threshold:g})"
+            + (f"; {c.note}" if c.note else ""),
+            metadata={Meta.BATCH: batch, "score": c.score, "threshold": c.threshold, "method": c.method},
+        )
+
+
+def drift_metadata(result: "DriftResult", scored_by: str, report_path: str) -> dict[str, object]:
+    return {
+        Meta.MODEL_VERSION: scored_by,
+        "drifted_share": result.drifted_share,
+        "dataset_drift": result.dataset_drift,
+        "report": dg.MetadataValue.path(report_path),
+        "columns": table(drift_rows(result), DRIFT_TABLE_COLUMNS),
+    }

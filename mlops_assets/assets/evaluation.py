@@ -1,20 +1,71 @@
-"""Evaluation of the challenger against the champion, and the promotion decision.
+"""Evaluation of the candidate against the champion, and the promotion decision.
 
 The decision is an asset (TFX's blessing): its materializations are the history of every
 promotion attempt, with candidate, champion, deltas, fairness gaps, lineage gates, the decision
-and its reasons. The decision about each version is also kept as ``promotion/v<version>.json``
-in the lake and as artifact ``mlops/decision.json`` of the version's MLflow run, which is what
-``mlops explain`` and the model card read.
+and its reasons. Both steps act on what their own run produced: the evaluation scores the version
+its run trained, on that version's holdout, and the promotion decides on its run's evaluation, so
+overlapping retrains never decide about each other's versions. The decision about each version is
+a ``records.PromotionRecord`` kept as ``promotion/v<version>.json`` in the lake and as artifact
+``mlops/decision.json`` of the version's MLflow run, which ``mlops explain`` and the model card read.
 """
 
-import json
+import datetime as dt
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage, table
+from mlops_assets.assets.common import (
+    ModelPipeline,
+    materialization_of_run,
+    recorded,
+    retry_on_tracking_outage,
+    table,
+    upstream_materialization,
+)
+from mlops_assets.contract import (
+    CHALLENGER,
+    CHAMPION,
+    Artifact,
+    Asset,
+    Fairness,
+    Meta,
+    MlflowTag,
+    TrainingFile,
+    artifact_path,
+    registry_pool,
+    run_record,
+    training_file,
+    version_record,
+)
+from mlops_assets.records import (
+    EvaluationReport,
+    EvaluationSummary,
+    OverrideRequest,
+    PromotionRecord,
+    ScoredVersion,
+    TrainingManifest,
+)
 from resources.lake import Lake
-from resources.registry import MlflowRegistry
+from resources.registry import MlflowRegistry, RegisteredModel
+
+if TYPE_CHECKING:
+    from mlops_assets.ml.evaluation import Evaluation
+    from mlops_assets.ml.promotion import BatchEvidence, Decision
+    from resources.registry import ChampionMove
+
+COMPARISON_COLUMNS = [
+    "model",
+    "roc_auc",
+    "accuracy",
+    "f1",
+    "log_loss",
+    "calibration_error",
+    "brier",
+    "parity_gap",
+    "odds_gap",
+]
+GROUP_COLUMNS = ["feature", "group", "count", "accuracy", "selection_rate", "true_positive_rate", "false_positive_rate"]
 
 
 class PromotionConfig(dg.Config):
@@ -29,19 +80,14 @@ class PromotionConfig(dg.Config):
     override_reason: str = Field(default="", description="Why the gates are overridden (required with override).")
 
 
-def registry_pool(pipeline: ModelPipeline) -> str:
-    """The Dagster pool of every step that moves a model's champion (limit it to 1)."""
-    return f"{pipeline.name}_registry"
-
-
 def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
     spec = pipeline.spec
     sensitive = spec.sensitive_features
 
     @dg.asset(
-        key=pipeline.key("evaluation"),
+        key=pipeline.key(Asset.EVALUATION),
         group_name=pipeline.name,
-        deps=[pipeline.key("model"), pipeline.key("training_dataset")],
+        deps=[pipeline.key(Asset.MODEL), pipeline.key(Asset.TRAINING_DATASET)],
         kinds={"fairlearn"},
         description=(
             "The challenger and the current champion scored on the same holdout: ROC AUC, "
@@ -52,67 +98,17 @@ def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     )
     @retry_on_tracking_outage
     def evaluation(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
-        from mlops_assets.ml.data import LABEL
-        from mlops_assets.ml.evaluation import evaluate
-        from mlops_assets.ml.trainers import prepare_inputs
-        from resources.registry import CHALLENGER, CHAMPION
-
-        holdout = lake.read_frame(spec.name, "training_dataset", "holdout")
-        y = holdout[LABEL].to_numpy(dtype="int64")
-        inputs = prepare_inputs(holdout, pipeline.columns.numeric, pipeline.columns.categorical)
-        candidate = registry.by_alias(spec.name, CHALLENGER)
-        if candidate is None:
-            raise dg.Failure(f"{spec.name}: no version carries alias '{CHALLENGER}'; materialize model first")
-        champion = registry.by_alias(spec.name, CHAMPION)
-        report: dict[str, object] = {"holdout_rows": len(holdout), "champion": None}
-        rows = []
-        for role, version in (("candidate", candidate), ("champion", champion)):
-            if version is None:
-                continue
-            proba = registry.load_model(version).predict_proba(inputs)[:, 1]
-            result = evaluate(y, proba, holdout[sensitive])
-            report[role] = {"version": version.version, "evaluation": result.to_dict()}
-            rows.append(
-                {
-                    "model": f"{role} v{version.version}",
-                    **result.metrics,
-                    "parity_gap": result.worst("demographic_parity_difference"),
-                    "odds_gap": result.worst("equalized_odds_difference"),
-                }
-            )
-            context.log.info("%s %s v%s: %s", spec.name, role, version.version, result.metrics)
-        lake.write_json(spec.name, "evaluation", report)
-        metrics = report["candidate"]["evaluation"]["metrics"]  # type: ignore[index]
-        return dg.MaterializeResult(
-            metadata={
-                "candidate_version": candidate.version,
-                "champion_version": champion.version if champion else "(none)",
-                "holdout_rows": len(holdout),
-                **{f"candidate_{k}": v for k, v in metrics.items() if v is not None},
-                "comparison": table(
-                    rows,
-                    [
-                        "model",
-                        "roc_auc",
-                        "accuracy",
-                        "f1",
-                        "log_loss",
-                        "calibration_error",
-                        "brier",
-                        "parity_gap",
-                        "odds_gap",
-                    ],
-                ),
-                "candidate_by_group": _group_table(report["candidate"]["evaluation"]),  # type: ignore[index]
-            }
-        )
+        candidate = candidate_of_run(context, pipeline, registry)
+        report = evaluate_against_champion(context, pipeline, candidate, lake=lake, registry=registry)
+        lake.write_json(spec.name, Asset.EVALUATION, report.to_dict(), run_record(context.run_id))
+        return evaluation_result(report)
 
     @dg.asset(
-        key=pipeline.key("promotion"),
+        key=pipeline.key(Asset.PROMOTION),
         group_name=pipeline.name,
         deps=[evaluation],
         kinds={"mlflow"},
-        pool=registry_pool(pipeline),
+        pool=registry_pool(pipeline.name),
         description=(
             "The decision whether the challenger replaces the champion, and its execution.\n\n"
             "Every gate is listed with its value, limit and margin: the candidate has a signature; "
@@ -129,126 +125,291 @@ def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     def promotion(
         context: dg.AssetExecutionContext, config: PromotionConfig, lake: Lake, registry: MlflowRegistry
     ) -> dg.MaterializeResult:
-        import datetime as dt
-
-        from mlops_assets.explain import suite_checks, training_batch_evidence
-        from mlops_assets.ml.evaluation import Evaluation
-        from mlops_assets.ml.promotion import decide
-        from resources.registry import CHALLENGER, PromotionConflict
-
-        if config.override and not config.override_reason.strip():
-            raise dg.Failure(f"{spec.name}: override=true needs a non-empty override_reason; nothing was promoted")
-        if config.override_reason.strip() and not config.override:
-            raise dg.Failure(
-                f"{spec.name}: override_reason is set but override is false; set both or neither (nothing was promoted)"
-            )
-        report = lake.read_json(spec.name, "evaluation")
-        candidate_report, champion_report = report["candidate"], report.get("champion")
-        challenger = registry.by_alias(spec.name, CHALLENGER)
-        if challenger is None or challenger.version != candidate_report["version"]:
-            raise dg.Failure(
-                f"{spec.name}: the evaluation is of version {candidate_report['version']} but the challenger is "
-                f"version {challenger.version if challenger else '(none)'}; materialize evaluation again"
-            )
-        candidate = registry.get(spec.name, candidate_report["version"])
-        manifest = json.loads(registry.run_artifact(candidate.run_id, "mlops/training_manifest.json"))
-        checks = suite_checks(registry.run_artifact(candidate.run_id, "mlops/validation_suite.json"))
-        evidence = training_batch_evidence(
-            context.instance,
-            model=spec.name,
-            fingerprints=manifest["fingerprints"],
-            blocking_checks=[c for c, severity in checks.items() if severity == "error"],
-        )
-        decision = decide(
-            candidate_version=candidate.version,
-            candidate=Evaluation.from_dict(candidate_report["evaluation"]),
-            champion_version=champion_report["version"] if champion_report else None,
-            champion=Evaluation.from_dict(champion_report["evaluation"]) if champion_report else None,
-            gates=spec.gates,
-            has_signature=registry.model_signature(candidate) is not None,
-            training_data=evidence,
-            override_reason=config.override_reason if config.override else None,
-        )
-        candidate_metrics = candidate_report["evaluation"]["metrics"]
-        record: dict[str, object] = {
-            "model": spec.name,
-            "version": candidate.version,
-            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "dagster_run_id": context.run_id,
-            "outcome": "promoted" if decision.promote else "rejected",
-            "decision": decision.to_dict(),
-            "training_data": [e.__dict__ for e in evidence],
-            "override": {"requested": config.override, "reason": config.override_reason.strip()},
-            "evaluation": {
-                "holdout_rows": report.get("holdout_rows"),
-                "candidate": {"version": candidate.version, "metrics": candidate_metrics},
-                "champion": (
-                    {"version": champion_report["version"], "metrics": champion_report["evaluation"]["metrics"]}
-                    if champion_report
-                    else None
-                ),
-            },
-        }
-        move = None
-        if decision.promote:
-            try:
-                move = registry.promote(
-                    name=spec.name,
-                    version=decision.candidate_version,
-                    expected_champion=decision.champion_version,
-                    reason=decision.reasons[0],
-                    dagster_run_id=context.run_id,
-                    override=decision.overridden,
-                    record={
-                        "metrics": candidate_metrics,
-                        "deltas": decision.deltas,
-                        "failed_gates": [g.gate for g in decision.failed_gates],
-                        "override_reason": decision.override_reason,
-                    },
-                )
-            except PromotionConflict as e:
-                _keep_record(lake, registry, candidate.run_id, {**record, "outcome": "conflict", "conflict": str(e)})
-                raise dg.Failure(f"{spec.name}: version {candidate.version} was not promoted: {e}") from e
-            record["champion_move"] = move.to_record()
-            if decision.overridden:
-                context.log.warning(
-                    "%s: version %s promoted by OVERRIDE despite failed gates %s: %s",
-                    spec.name,
-                    candidate.version,
-                    [g.gate for g in decision.failed_gates],
-                    decision.override_reason,
-                )
-            else:
-                context.log.info("%s: champion is now version %s", spec.name, decision.candidate_version)
-        else:
-            context.log.warning(
-                "%s: version %s not promoted: %s", spec.name, decision.candidate_version, decision.reasons
-            )
-        latest = {**decision.to_dict(), **{k: record[k] for k in ("outcome", "at", "dagster_run_id")}}
-        lake.write_json(spec.name, "promotion", latest)
+        check_override(spec.name, config)
+        report = evaluation_of_run(context, pipeline, lake)
+        candidate = version_of_report(registry, spec.name, report)
+        evidence = training_evidence(context.instance, registry, candidate)
+        decision = decide_promotion(pipeline, report, evidence, registry=registry, candidate=candidate, config=config)
+        record = promotion_record(context, spec.name, report, decision, evidence, config)
+        record, move = carry_out(context, decision, record, lake=lake, registry=registry)
+        lake.write_json(spec.name, Asset.PROMOTION, record.to_dict())
         # A no-op decision ("already champion") evaluates no gate; keeping it would hide the
         # decision that did, which is what explain and the model card must show.
-        record_uri = _keep_record(lake, registry, candidate.run_id, record) if decision.gates else "(unchanged)"
-        champion_after = decision.candidate_version if decision.promote else decision.champion_version
-        return dg.MaterializeResult(
-            metadata={
-                "decision": record["outcome"],
-                "candidate_version": decision.candidate_version,
-                "champion_before": decision.champion_version or "(none)",
-                "champion_after": champion_after or "(none)",
-                "overridden": decision.overridden,
-                "override_reason": decision.override_reason,
-                "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
-                "gates": table([g.__dict__ for g in decision.gates], ["gate", "value", "limit", "passed", "detail"]),
-                "training_data": table([e.__dict__ for e in evidence], ["batch", "validated", "detail"]),
-                "deltas": dg.MetadataValue.json(decision.deltas),
-                "champion_move": dg.MetadataValue.json(move.to_record() if move else {}),
-                "champion_history": champion_history_table(registry, spec.name),
-                "decision_record": record_uri,
-            }
-        )
+        record_uri = keep_record(lake, registry, candidate.run_id, record) if decision.gates else "(unchanged)"
+        return promotion_result(registry, spec.name, decision, record, evidence, move, record_uri)
 
     return [evaluation, promotion]
+
+
+def candidate_of_run(
+    context: dg.AssetExecutionContext, pipeline: ModelPipeline, registry: MlflowRegistry
+) -> RegisteredModel:
+    """The version this run's ``model`` step trained or reused; alone, the version with alias
+    ``challenger`` (which another run may have moved since)."""
+    record = materialization_of_run(context, pipeline.key(Asset.MODEL))
+    if record is not None:
+        return registry.get(pipeline.name, str(recorded(record, Meta.VERSION)))
+    candidate = registry.by_alias(pipeline.name, CHALLENGER)
+    if candidate is None:
+        raise dg.Failure(f"{pipeline.name}: no version carries alias '{CHALLENGER}'; materialize model first")
+    return candidate
+
+
+def holdout_of(lake: Lake, name: str, version: RegisteredModel):  # noqa: ANN201 - pandas stays out of module imports
+    """The holdout of the window ``version`` was trained on (its training fingerprint tag)."""
+    fingerprint = version.tags.get(MlflowTag.TRAINING_FINGERPRINT)
+    partition = training_file(fingerprint, TrainingFile.HOLDOUT) if fingerprint else None
+    if partition is None or not lake.exists(name, Asset.TRAINING_DATASET, partition):
+        raise dg.Failure(
+            f"{name}: version {version.version}'s training data (fingerprint {fingerprint or '(no tag)'}) has no "
+            "holdout in the lake; materialize training_dataset for its window again"
+        )
+    return lake.read_frame(name, Asset.TRAINING_DATASET, partition)
+
+
+def evaluate_against_champion(
+    context: dg.AssetExecutionContext,
+    pipeline: ModelPipeline,
+    candidate: RegisteredModel,
+    *,
+    lake: Lake,
+    registry: MlflowRegistry,
+) -> EvaluationReport:
+    """The candidate and the current champion scored on the candidate's holdout."""
+    from mlops_assets.ml.data import LABEL
+    from mlops_assets.ml.evaluation import evaluate
+    from mlops_assets.ml.trainers import prepare_inputs
+
+    spec = pipeline.spec
+    holdout = holdout_of(lake, spec.name, candidate)
+    y = holdout[LABEL].to_numpy(dtype="int64")
+    inputs = prepare_inputs(holdout, pipeline.columns.numeric, pipeline.columns.categorical)
+    champion = registry.by_alias(spec.name, CHAMPION)
+    scored: dict[str, ScoredVersion] = {}
+    for role, version in (("candidate", candidate), ("champion", champion)):
+        if version is None:
+            continue
+        proba = registry.load_model(version).predict_proba(inputs)[:, 1]
+        scored[role] = ScoredVersion(version.version, evaluate(y, proba, holdout[spec.sensitive_features]))
+        context.log.info("%s %s v%s: %s", spec.name, role, version.version, scored[role].evaluation.metrics)
+    return EvaluationReport(
+        candidate=scored["candidate"],
+        champion=scored.get("champion"),
+        holdout_rows=len(holdout),
+        training_fingerprint=candidate.tags.get(MlflowTag.TRAINING_FINGERPRINT),
+        dagster_run_id=context.run_id,
+    )
+
+
+def comparison_row(role: str, scored: ScoredVersion) -> dict[str, object]:
+    result = scored.evaluation
+    return {
+        "model": f"{role} v{scored.version}",
+        **result.metrics,
+        "parity_gap": result.worst(Fairness.DEMOGRAPHIC_PARITY),
+        "odds_gap": result.worst(Fairness.EQUALIZED_ODDS),
+    }
+
+
+def group_table(evaluation: "Evaluation") -> dg.TableMetadataValue:
+    rows = [
+        {"feature": f.feature, "group": group, **values}
+        for f in evaluation.fairness
+        for group, values in f.by_group.items()
+    ]
+    return table(rows, GROUP_COLUMNS)
+
+
+def evaluation_result(report: EvaluationReport) -> dg.MaterializeResult:
+    candidate, champion = report.candidate, report.champion
+    rows = [comparison_row("candidate", candidate)] + ([comparison_row("champion", champion)] if champion else [])
+    return dg.MaterializeResult(
+        metadata={
+            "candidate_version": candidate.version,
+            "champion_version": champion.version if champion else "(none)",
+            "holdout_rows": report.holdout_rows,
+            **{f"candidate_{k}": v for k, v in candidate.evaluation.metrics.items() if v is not None},
+            "comparison": table(rows, COMPARISON_COLUMNS),
+            "candidate_by_group": group_table(candidate.evaluation),
+        }
+    )
+
+
+def check_override(name: str, config: PromotionConfig) -> None:
+    """Refuses an override without a reason, and a reason without an override."""
+    if config.override and not config.override_reason.strip():
+        raise dg.Failure(f"{name}: override=true needs a non-empty override_reason; nothing was promoted")
+    if config.override_reason.strip() and not config.override:
+        raise dg.Failure(
+            f"{name}: override_reason is set but override is false; set both or neither (nothing was promoted)"
+        )
+
+
+def evaluation_of_run(context: dg.AssetExecutionContext, pipeline: ModelPipeline, lake: Lake) -> EvaluationReport:
+    """The report of this run's evaluation (else of the latest evaluation)."""
+    record = upstream_materialization(context, pipeline.key(Asset.EVALUATION))
+    partition = run_record(record.run_id) if record is not None else None
+    if partition is None or not lake.exists(pipeline.name, Asset.EVALUATION, partition, "json"):
+        raise dg.Failure(f"{pipeline.name}: no evaluation report to decide on; materialize evaluation first")
+    origin = lake.uri(pipeline.name, Asset.EVALUATION, partition, "json")
+    return EvaluationReport.from_dict(lake.read_json(pipeline.name, Asset.EVALUATION, partition), origin=origin)
+
+
+def version_of_report(registry: MlflowRegistry, name: str, report: EvaluationReport) -> RegisteredModel:
+    try:
+        return registry.get(name, report.candidate.version)
+    except LookupError as e:
+        raise dg.Failure(f"{name}: the evaluated version no longer exists: {e}") from e
+
+
+def training_evidence(
+    instance: dg.DagsterInstance, registry: MlflowRegistry, candidate: RegisteredModel
+) -> "list[BatchEvidence]":
+    """Whether each batch the candidate was trained on is validated data (gate ``training_data_validated``)."""
+    from mlops_assets.explain import suite_checks, training_batch_evidence
+    from mlops_assets.explain.evidence import blocking
+
+    path = artifact_path(Artifact.TRAINING_MANIFEST)
+    manifest = TrainingManifest.from_json(
+        registry.run_artifact(candidate.run_id, path), origin=f"runs:/{candidate.run_id}/{path}"
+    )
+    checks = suite_checks(registry.run_artifact(candidate.run_id, artifact_path(Artifact.VALIDATION_SUITE)))
+    return training_batch_evidence(
+        instance, model=candidate.name, fingerprints=manifest.fingerprints, blocking_checks=blocking(checks)
+    )
+
+
+def decide_promotion(
+    pipeline: ModelPipeline,
+    report: EvaluationReport,
+    evidence: "list[BatchEvidence]",
+    *,
+    registry: MlflowRegistry,
+    candidate: RegisteredModel,
+    config: PromotionConfig,
+) -> "Decision":
+    from mlops_assets.ml.promotion import decide
+
+    champion = report.champion
+    return decide(
+        candidate_version=candidate.version,
+        candidate=report.candidate.evaluation,
+        champion_version=champion.version if champion else None,
+        champion=champion.evaluation if champion else None,
+        gates=pipeline.spec.gates,
+        has_signature=registry.model_signature(candidate) is not None,
+        training_data=evidence,
+        override_reason=config.override_reason if config.override else None,
+    )
+
+
+def promotion_record(
+    context: dg.AssetExecutionContext,
+    name: str,
+    report: EvaluationReport,
+    decision: "Decision",
+    evidence: "list[BatchEvidence]",
+    config: PromotionConfig,
+) -> PromotionRecord:
+    """The decision about the candidate, before it is carried out."""
+    return PromotionRecord(
+        model=name,
+        version=decision.candidate_version,
+        at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        dagster_run_id=context.run_id,
+        outcome="promoted" if decision.promote else "rejected",
+        decision=decision,
+        training_data=tuple(evidence),
+        override=OverrideRequest(config.override, config.override_reason.strip()),
+        evaluation=EvaluationSummary.of(report),
+    )
+
+
+def carry_out(
+    context: dg.AssetExecutionContext,
+    decision: "Decision",
+    record: PromotionRecord,
+    *,
+    lake: Lake,
+    registry: MlflowRegistry,
+) -> "tuple[PromotionRecord, ChampionMove | None]":
+    """Moves the champion when the decision says so (compare-and-set against the evaluated one).
+
+    Raises:
+        Failure: the champion moved since the evaluation; the conflict is recorded.
+    """
+    from resources.registry import PromotionConflict
+
+    name = str(record.model)
+    if not decision.promote:
+        context.log.warning("%s: version %s not promoted: %s", name, decision.candidate_version, decision.reasons)
+        return record, None
+    assert record.evaluation is not None
+    try:
+        move = registry.promote(
+            name=name,
+            version=decision.candidate_version,
+            expected_champion=decision.champion_version,
+            reason=decision.reasons[0],
+            dagster_run_id=context.run_id,
+            override=decision.overridden,
+            record={
+                "metrics": record.evaluation.candidate.metrics,
+                "deltas": decision.deltas,
+                "failed_gates": [g.gate for g in decision.failed_gates],
+                "override_reason": decision.override_reason,
+            },
+        )
+    except PromotionConflict as e:
+        run_id = registry.get(name, record.version).run_id
+        keep_record(lake, registry, run_id, record.settled("conflict", conflict=str(e)))
+        raise dg.Failure(f"{name}: version {record.version} was not promoted: {e}") from e
+    if decision.overridden:
+        context.log.warning(
+            "%s: version %s promoted by OVERRIDE despite failed gates %s: %s",
+            name,
+            record.version,
+            [g.gate for g in decision.failed_gates],
+            decision.override_reason,
+        )
+    else:
+        context.log.info("%s: champion is now version %s", name, decision.candidate_version)
+    return record.settled("promoted", champion_move=move.to_record()), move
+
+
+def keep_record(lake: Lake, registry: MlflowRegistry, run_id: str, record: PromotionRecord) -> str:
+    """The decision about a version, kept beside it: in the lake and on its MLflow run."""
+    lake.write_json(str(record.model), Asset.PROMOTION, record.to_dict(), version_record(record.version))
+    return registry.log_run_text(run_id, artifact_path(Artifact.DECISION), record.to_json())
+
+
+def promotion_result(
+    registry: MlflowRegistry,
+    name: str,
+    decision: "Decision",
+    record: PromotionRecord,
+    evidence: "list[BatchEvidence]",
+    move: "ChampionMove | None",
+    record_uri: str,
+) -> dg.MaterializeResult:
+    champion_after = decision.candidate_version if decision.promote else decision.champion_version
+    return dg.MaterializeResult(
+        metadata={
+            Meta.DECISION: record.outcome,
+            "candidate_version": decision.candidate_version,
+            "champion_before": decision.champion_version or "(none)",
+            "champion_after": champion_after or "(none)",
+            "overridden": decision.overridden,
+            "override_reason": decision.override_reason,
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+            "gates": table([g.__dict__ for g in decision.gates], ["gate", "value", "limit", "passed", "detail"]),
+            "training_data": table([e.__dict__ for e in evidence], ["batch", "validated", "detail"]),
+            "deltas": dg.MetadataValue.json(decision.deltas),
+            "champion_move": dg.MetadataValue.json(move.to_record() if move else {}),
+            "champion_history": champion_history_table(registry, name),
+            "decision_record": record_uri,
+        }
+    )
 
 
 def champion_history_table(registry: MlflowRegistry, name: str, last: int = 20) -> dg.TableMetadataValue:
@@ -257,21 +418,4 @@ def champion_history_table(registry: MlflowRegistry, name: str, last: int = 20) 
     return table(
         [{**m.to_record(), "at": m.at.isoformat(timespec="seconds")} for m in reversed(moves)],
         ["at", "kind", "from_version", "to_version", "dagster_run_id", "actor", "override", "reason"],
-    )
-
-
-def _keep_record(lake: Lake, registry: MlflowRegistry, run_id: str, record: dict) -> str:
-    """The decision about a version, kept beside it: in the lake and on its MLflow run."""
-    lake.write_json(str(record["model"]), "promotion", record, f"v{record['version']}")
-    return registry.log_run_text(run_id, "mlops/decision.json", json.dumps(record, indent=1, default=str))
-
-
-def _group_table(evaluation: dict) -> dg.TableMetadataValue:
-    rows = [
-        {"feature": f["feature"], "group": group, **values}
-        for f in evaluation["fairness"]
-        for group, values in f["by_group"].items()
-    ]
-    return table(
-        rows, ["feature", "group", "count", "accuracy", "selection_rate", "true_positive_rate", "false_positive_rate"]
     )

@@ -6,14 +6,31 @@ who, when and why. Model cards and explanations are built from the same lineage 
 ``mlops explain`` (``mlops_assets.explain``).
 """
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 from pydantic import Field
 
 from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage, table
-from mlops_assets.assets.evaluation import champion_history_table, registry_pool
-from mlops_assets.contract import TAG_TRIGGER
+from mlops_assets.assets.evaluation import champion_history_table
+from mlops_assets.contract import (
+    CHALLENGER,
+    CHAMPION,
+    MANUAL,
+    TAG_TRIGGER,
+    Artifact,
+    Asset,
+    Job,
+    Meta,
+    artifact_path,
+    registry_pool,
+    version_record,
+)
 from resources.lake import Lake
 from resources.registry import MlflowRegistry
+
+if TYPE_CHECKING:
+    from resources.registry import ChampionMove
 
 
 class RollbackConfig(dg.Config):
@@ -31,11 +48,11 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     spec = pipeline.spec
 
     @dg.asset(
-        key=pipeline.key("champion_rollback"),
+        key=pipeline.key(Asset.CHAMPION_ROLLBACK),
         group_name=pipeline.name,
-        deps=[pipeline.key("promotion")],
+        deps=[pipeline.key(Asset.PROMOTION)],
         kinds={"mlflow"},
-        pool=registry_pool(pipeline),
+        pool=registry_pool(pipeline.name),
         description=(
             "A rollback of alias `champion` to an earlier champion, with its reason.\n\n"
             "Config `to_version` (empty: the previous champion) and `reason` (required). The move "
@@ -48,47 +65,14 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     def champion_rollback(
         context: dg.AssetExecutionContext, config: RollbackConfig, lake: Lake, registry: MlflowRegistry
     ) -> dg.MaterializeResult:
-        from resources.registry import CHAMPION, PromotionConflict
-
-        if not config.reason.strip():
-            raise dg.Failure(f"{spec.name}: a rollback needs a non-empty reason; the champion did not move")
-        current = registry.by_alias(spec.name, CHAMPION)
-        if current is None:
-            raise dg.Failure(f"{spec.name}: no version is champion, so there is nothing to roll back")
-        try:
-            move = registry.rollback(
-                name=spec.name,
-                reason=config.reason.strip(),
-                to_version=config.to_version.strip() or None,
-                expected_champion=current.version,
-                dagster_run_id=context.run_id,
-            )
-        except (ValueError, LookupError, PromotionConflict) as e:
-            raise dg.Failure(f"{spec.name}: rollback from version {current.version} refused: {e}") from e
-        context.log.warning(
-            "%s: champion rolled back from version %s to %s: %s",
-            spec.name,
-            move.from_version,
-            move.to_version,
-            move.reason,
-        )
-        card_uri = _publish_card(spec.name, move.to_version, lake, registry, context.instance)
-        return dg.MaterializeResult(
-            metadata={
-                "from_version": move.from_version or "(none)",
-                "to_version": move.to_version,
-                "reason": move.reason,
-                "at": move.at.isoformat(timespec="seconds"),
-                "actor": move.actor,
-                "model_card": card_uri,
-                "champion_history": champion_history_table(registry, spec.name),
-            }
-        )
+        move = roll_back(context, spec.name, config, registry)
+        card_uri = publish_card(spec.name, move.to_version, lake, registry, context.instance)
+        return rollback_result(registry, spec.name, move, card_uri)
 
     @dg.asset(
-        key=pipeline.key("model_card"),
+        key=pipeline.key(Asset.MODEL_CARD),
         group_name=pipeline.name,
-        deps=[pipeline.key("promotion")],
+        deps=[pipeline.key(Asset.PROMOTION)],
         kinds={"mlflow"},
         description=(
             "A model card (markdown) for the latest candidate and the current champion: inputs, "
@@ -99,39 +83,22 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     )
     @retry_on_tracking_outage
     def model_card(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
-        from resources.registry import CHALLENGER, CHAMPION
-
-        aliases = {role: registry.by_alias(spec.name, role) for role in (CHALLENGER, CHAMPION)}
-        # A version that is both keeps the later role: champion.
-        versions = {m.version: role for role, m in aliases.items() if m is not None}
-        if not versions:
-            raise dg.Failure(f"{spec.name}: no challenger or champion yet; materialize model first")
-        rows, champion_card = [], ""
-        for version, role in versions.items():
-            uri = _publish_card(spec.name, version, lake, registry, context.instance)
-            rows.append(
-                {
-                    "version": version,
-                    "alias": role,
-                    "mlflow_artifact": uri,
-                    "lake": lake.uri(spec.name, "model_card", f"v{version}", "md"),
-                }
-            )
-            if role == CHAMPION:
-                champion_card = lake.read_bytes(spec.name, "model_card", f"v{version}", "md").decode()
+        versions = carded_versions(registry, spec.name)
+        rows = [card_row(spec.name, v, role, lake, registry, context.instance) for v, role in versions.items()]
+        champion = next((v for v, role in versions.items() if role == CHAMPION), None)
         context.log.info("%s: model cards of versions %s published", spec.name, sorted(versions))
         return dg.MaterializeResult(
             metadata={
                 "cards": table(rows, ["version", "alias", "mlflow_artifact", "lake"]),
-                "champion_card": dg.MetadataValue.md(champion_card or "(no champion yet)"),
+                "champion_card": dg.MetadataValue.md(read_card(lake, spec.name, champion) or "(no champion yet)"),
             }
         )
 
     @dg.asset(
-        key=pipeline.key("explanation"),
+        key=pipeline.key(Asset.EXPLANATION),
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
-        deps=[pipeline.key("predictions")],
+        deps=[pipeline.key(Asset.PREDICTIONS)],
         kinds={"mlflow"},
         description=(
             "Which model version made a batch's predictions, what data trained it (batches, "
@@ -148,14 +115,13 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             doc = explain(model=spec.name, registry=registry, lake=lake, instance=context.instance, batch=batch)
         except LookupError as e:
             raise dg.Failure(str(e)) from e
-        lake.write_json(spec.name, "explanation", doc, batch)
-        text = render_text(doc)
+        lake.write_json(spec.name, Asset.EXPLANATION, doc.to_dict(), batch)
         return dg.MaterializeResult(
             metadata={
-                "model_version": doc["version"]["version"],
-                "training_batches": dg.MetadataValue.json([b["batch"] for b in doc["training_data"]["batches"]]),
-                "explanation": dg.MetadataValue.md(f"```\n{text}\n```"),
-                "notes": dg.MetadataValue.json(doc["notes"]),
+                Meta.MODEL_VERSION: doc.version.version,
+                "training_batches": dg.MetadataValue.json([b.batch for b in doc.training_data.batches]),
+                "explanation": dg.MetadataValue.md(f"```\n{render_text(doc)}\n```"),
+                "notes": dg.MetadataValue.json(list(doc.notes)),
             }
         )
 
@@ -165,16 +131,89 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
 def build_rollback_job(pipeline: ModelPipeline):  # noqa: ANN201 - dagster exports no name for the unresolved job type
     """``<model>_rollback_job``: the launchpad (and ``mlops rollback``) path for a rollback."""
     return dg.define_asset_job(
-        f"{pipeline.name}_rollback_job",
-        selection=dg.AssetSelection.assets(pipeline.key("champion_rollback")),
-        tags={**pipeline.tags, TAG_TRIGGER: "manual"},
+        Job.rollback(pipeline.name),
+        selection=dg.AssetSelection.assets(pipeline.key(Asset.CHAMPION_ROLLBACK)),
+        tags={**pipeline.tags, TAG_TRIGGER: MANUAL},
         description=f"Moves {pipeline.name}'s champion back to an earlier champion (config: to_version, reason).",
     )
 
 
-def _publish_card(name: str, version: str, lake: Lake, registry: MlflowRegistry, instance: dg.DagsterInstance) -> str:
+def roll_back(
+    context: dg.AssetExecutionContext, name: str, config: RollbackConfig, registry: MlflowRegistry
+) -> "ChampionMove":
+    """The rollback the config asks for, compare-and-set against the champion seen now.
+
+    Raises:
+        Failure: no reason, no champion, or the registry refused the move (it says why).
+    """
+    from resources.registry import PromotionConflict
+
+    if not config.reason.strip():
+        raise dg.Failure(f"{name}: a rollback needs a non-empty reason; the champion did not move")
+    current = registry.by_alias(name, CHAMPION)
+    if current is None:
+        raise dg.Failure(f"{name}: no version is champion, so there is nothing to roll back")
+    try:
+        move = registry.rollback(
+            name=name,
+            reason=config.reason.strip(),
+            to_version=config.to_version.strip() or None,
+            expected_champion=current.version,
+            dagster_run_id=context.run_id,
+        )
+    except (ValueError, LookupError, PromotionConflict) as e:
+        raise dg.Failure(f"{name}: rollback from version {current.version} refused: {e}") from e
+    context.log.warning(
+        "%s: champion rolled back from version %s to %s: %s", name, move.from_version, move.to_version, move.reason
+    )
+    return move
+
+
+def rollback_result(registry: MlflowRegistry, name: str, move: "ChampionMove", card_uri: str) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={
+            Meta.FROM_VERSION: move.from_version or "(none)",
+            Meta.TO_VERSION: move.to_version,
+            Meta.REASON: move.reason,
+            "at": move.at.isoformat(timespec="seconds"),
+            "actor": move.actor,
+            Meta.MODEL_CARD: card_uri,
+            "champion_history": champion_history_table(registry, name),
+        }
+    )
+
+
+def carded_versions(registry: MlflowRegistry, name: str) -> dict[str, str]:
+    """Version -> alias of the versions that get a card: the challenger and the champion."""
+    aliases = {role: registry.by_alias(name, role) for role in (CHALLENGER, CHAMPION)}
+    # A version that is both keeps the later role: champion.
+    versions = {m.version: role for role, m in aliases.items() if m is not None}
+    if not versions:
+        raise dg.Failure(f"{name}: no challenger or champion yet; materialize model first")
+    return versions
+
+
+def card_row(
+    name: str, version: str, role: str, lake: Lake, registry: MlflowRegistry, instance: dg.DagsterInstance
+) -> dict[str, str]:
+    return {
+        "version": version,
+        "alias": role,
+        "mlflow_artifact": publish_card(name, version, lake, registry, instance),
+        "lake": lake.uri(name, Asset.MODEL_CARD, version_record(version), "md"),
+    }
+
+
+def read_card(lake: Lake, name: str, version: str | None) -> str:
+    if version is None:
+        return ""
+    return lake.read_bytes(name, Asset.MODEL_CARD, version_record(version), "md").decode()
+
+
+def publish_card(name: str, version: str, lake: Lake, registry: MlflowRegistry, instance: dg.DagsterInstance) -> str:
+    """The version's model card, written to the lake and logged to its MLflow run; returns its URI."""
     from mlops_assets.explain import explain, render_model_card
 
     card = render_model_card(explain(model=name, registry=registry, lake=lake, instance=instance, version=version))
-    lake.write_bytes(name, "model_card", card.encode(), f"v{version}", "md")
-    return registry.log_run_text(registry.get(name, version).run_id, "mlops/model_card.md", card)
+    lake.write_bytes(name, Asset.MODEL_CARD, card.encode(), version_record(version), "md")
+    return registry.log_run_text(registry.get(name, version).run_id, artifact_path(Artifact.MODEL_CARD), card)

@@ -1,17 +1,24 @@
 """Ingestion: the source's batches become Dagster partitions, each batch a stored raw table."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline, frame_schema, table
+from mlops_assets.contract import Asset, Meta
+from mlops_assets.spec import PipelineSpec
 from resources.lake import Lake
 from resources.landing import LandingZone
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def build_ingestion_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
     spec = pipeline.spec
 
     @dg.asset(
-        key=pipeline.key("source_batches"),
+        key=pipeline.key(Asset.SOURCE_BATCHES),
         group_name=pipeline.name,
         kinds={"pandas"},
         description=(
@@ -22,30 +29,16 @@ def build_ingestion_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]
         ),
     )
     def source_batches(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        from mlops_assets.ml.data import batch_key, read_source, sorted_batches
+        from mlops_assets.ml.data import read_source
 
         frame = read_source(spec.source)
-        if spec.source.batch_column is None:
-            counts = {"all": len(frame)}
-        else:
-            counts = frame[spec.source.batch_column].dropna().map(batch_key).value_counts().to_dict()
-        batches = sorted_batches(counts)
-        known = set(context.instance.get_dynamic_partitions(pipeline.partitions.name))
-        new = [b for b in batches if b not in known]
-        if new:
-            context.instance.add_dynamic_partitions(pipeline.partitions.name, new)
-        context.log.info("%s: %d batches in the source, %d newly registered", spec.name, len(batches), len(new))
-        return dg.MaterializeResult(
-            metadata={
-                "batches": len(batches),
-                "newly_registered": dg.MetadataValue.json(new),
-                "rows": len(frame),
-                "rows_per_batch": table([{"batch": b, "rows": int(counts[b])} for b in batches], ["batch", "rows"]),
-            }
-        )
+        counts = batch_counts(spec, frame)
+        new = register_batches(context.instance, pipeline, list(counts))
+        context.log.info("%s: %d batches in the source, %d newly registered", spec.name, len(counts), len(new))
+        return source_batches_result(counts, new, rows=len(frame))
 
     @dg.asset(
-        key=pipeline.key("raw_batch"),
+        key=pipeline.key(Asset.RAW_BATCH),
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
         deps=[source_batches],
@@ -58,32 +51,76 @@ def build_ingestion_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]
         ),
     )
     def raw_batch(context: dg.AssetExecutionContext, lake: Lake, landing: LandingZone) -> dg.MaterializeResult:
-        from mlops_assets.ml.data import frame_fingerprint, read_batch, read_landed_file
-
         batch = context.partition_key
-        landed = landing.file_for(spec.name, batch)
-        if landed is not None:
-            try:
-                frame = read_landed_file(landed, batch=batch, batch_column=spec.source.batch_column)
-            except ValueError as e:
-                raise dg.Failure(str(e), metadata={"file": landed}) from e
-            origin = landed
-        else:
-            frame = read_batch(spec.source, batch)
-            origin = spec.source.uri
-        if frame.empty and landed is None:
-            raise dg.Failure(f"{spec.name}: batch {batch} is neither in the source nor in {landing.folder(spec.name)}")
-        fingerprint = frame_fingerprint(frame)
-        lake.write_frame(spec.name, "raw_batch", frame, batch)
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": len(frame),
-                "dagster/column_schema": frame_schema(frame),
-                "fingerprint": fingerprint,
-                "source": origin,
-                "path": dg.MetadataValue.path(lake.uri(spec.name, "raw_batch", batch)),
-            },
-            data_version=dg.DataVersion(fingerprint),
-        )
+        frame, origin = read_raw_batch(spec, batch, landing)
+        lake.write_frame(spec.name, Asset.RAW_BATCH, frame, batch)
+        return raw_batch_result(frame, origin, lake.uri(spec.name, Asset.RAW_BATCH, batch))
 
     return [source_batches, raw_batch]
+
+
+def batch_counts(spec: PipelineSpec, frame: "pd.DataFrame") -> dict[str, int]:
+    """Rows per batch of the source, in batch order."""
+    from mlops_assets.ml.data import batch_key, sorted_batches
+
+    if spec.source.batch_column is None:
+        counts = {"all": len(frame)}
+    else:
+        counts = frame[spec.source.batch_column].dropna().map(batch_key).value_counts().to_dict()
+    return {b: int(counts[b]) for b in sorted_batches(counts)}
+
+
+def register_batches(instance: dg.DagsterInstance, pipeline: ModelPipeline, batches: list[str]) -> list[str]:
+    """Adds the batches not yet registered as partitions; returns them."""
+    known = set(instance.get_dynamic_partitions(pipeline.partitions.name))
+    new = [b for b in batches if b not in known]
+    if new:
+        instance.add_dynamic_partitions(pipeline.partitions.name, new)
+    return new
+
+
+def source_batches_result(counts: dict[str, int], new: list[str], *, rows: int) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={
+            "batches": len(counts),
+            "newly_registered": dg.MetadataValue.json(new),
+            "rows": rows,
+            "rows_per_batch": table([{"batch": b, "rows": n} for b, n in counts.items()], ["batch", "rows"]),
+        }
+    )
+
+
+def read_raw_batch(spec: PipelineSpec, batch: str, landing: LandingZone) -> "tuple[pd.DataFrame, str]":
+    """The batch's rows and where they came from: a landed file named after it, else the source.
+
+    Raises:
+        Failure: the landed file cannot be read (names it), or the batch is nowhere.
+    """
+    from mlops_assets.ml.data import read_batch, read_landed_file
+
+    landed = landing.file_for(spec.name, batch)
+    if landed is not None:
+        try:
+            return read_landed_file(landed, batch=batch, batch_column=spec.source.batch_column), landed
+        except ValueError as e:
+            raise dg.Failure(str(e), metadata={"file": landed}) from e
+    frame = read_batch(spec.source, batch)
+    if frame.empty:
+        raise dg.Failure(f"{spec.name}: batch {batch} is neither in the source nor in {landing.folder(spec.name)}")
+    return frame, spec.source.uri
+
+
+def raw_batch_result(frame: "pd.DataFrame", origin: str, path: str) -> dg.MaterializeResult:
+    from mlops_assets.ml.data import frame_fingerprint
+
+    fingerprint = frame_fingerprint(frame)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(frame),
+            "dagster/column_schema": frame_schema(frame),
+            Meta.FINGERPRINT: fingerprint,
+            "source": origin,
+            "path": dg.MetadataValue.path(path),
+        },
+        data_version=dg.DataVersion(fingerprint),
+    )

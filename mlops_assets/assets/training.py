@@ -1,11 +1,36 @@
-"""Training: the window of labelled batches, and the model trained on it as an MLflow version."""
+"""Training: the window of labelled batches, and the model trained on it as an MLflow version.
 
-from typing import TYPE_CHECKING
+Every file of a window lives under its training fingerprint (``training_dataset/<fingerprint>/``)
+and the model step reads the window its own run assembled, so overlapping retrains of one model
+never train or register a version on another run's data.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage, table
+from mlops_assets.assets.common import (
+    ModelPipeline,
+    recorded,
+    retry_on_tracking_outage,
+    table,
+    upstream_materialization,
+)
+from mlops_assets.contract import (
+    CHALLENGER,
+    Artifact,
+    Asset,
+    LakeFolder,
+    Meta,
+    MlflowTag,
+    TrainingFile,
+    training_file,
+)
+from mlops_assets.records import TrainingManifest
+from mlops_assets.spec import PipelineSpec
 from resources.lake import Lake
 from resources.registry import MlflowRegistry, RegisteredModel
 
@@ -30,9 +55,9 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
     spec = pipeline.spec
 
     @dg.asset(
-        key=pipeline.key("training_dataset"),
+        key=pipeline.key(Asset.TRAINING_DATASET),
         group_name=pipeline.name,
-        deps=[pipeline.key("features")],
+        deps=[pipeline.key(Asset.FEATURES)],
         kinds={"pandas", "parquet"},
         description=(
             "The labelled rows of every batch in the training window, split into a training set "
@@ -44,62 +69,14 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
         ),
     )
     def training_dataset(context: dg.AssetExecutionContext, config: TrainingWindow, lake: Lake) -> dg.MaterializeResult:
-        import pandas as pd
-
-        from mlops_assets.ml.data import LABEL, batch_at_or_before, frame_fingerprint, holdout_mask, sorted_batches
-        from mlops_assets.ml.lineage import training_fingerprint
-
-        until = config.until or (None if spec.training.initial_until is None else str(spec.training.initial_until))
-        registered = sorted_batches(context.instance.get_dynamic_partitions(pipeline.partitions.name))
-        window = [b for b in registered if until is None or batch_at_or_before(b, until)]
-        ready = [b for b in window if lake.exists(spec.name, "features", b)]
-        missing = sorted(set(window) - set(ready))
-        if missing:
-            context.log.warning(
-                "%s: batches %s have no features yet (not validated?); left out of the window", spec.name, missing
-            )
-        if not ready:
-            raise dg.Failure(f"{spec.name}: no batch up to {until} has features; materialize features first")
-        parts = {b: lake.read_frame(spec.name, "features", b) for b in ready}
-        parts = {b: f for b, f in parts.items() if f[LABEL].notna().any()}
-        fingerprints = {b: frame_fingerprint(f) for b, f in parts.items()}
-        data = pd.concat([f.assign(__batch__=b, __row__=range(len(f))) for b, f in parts.items()], ignore_index=True)
-        data = data[data[LABEL].notna()].reset_index(drop=True)
-        if data[LABEL].nunique() < 2:
-            raise dg.Failure(f"{spec.name}: the training window {list(parts)} holds a single label class")
-        in_holdout = holdout_mask(
-            data["__batch__"], data["__row__"], fraction=spec.training.holdout_fraction, seed=spec.training.seed
-        )
-        train, holdout = data[~in_holdout], data[in_holdout]
-        for side, frame in (("training set", train), ("holdout", holdout)):
-            if frame[LABEL].nunique() < 2:
-                raise dg.Failure(f"{spec.name}: the {side} of window {list(parts)} holds a single label class")
-        manifest = {
-            "batches": list(parts),
-            "fingerprints": fingerprints,
-            "training_fingerprint": training_fingerprint(spec, fingerprints),
-            "rows": {"train": len(train), "holdout": len(holdout)},
-        }
-        lake.write_frame(spec.name, "training_dataset", train.reset_index(drop=True), "train")
-        lake.write_frame(spec.name, "training_dataset", holdout.reset_index(drop=True), "holdout")
-        lake.write_json(spec.name, "training_dataset", manifest, "manifest")
-        return dg.MaterializeResult(
-            metadata={
-                "window_until": until or "(all)",
-                "batches": table(
-                    [{"batch": b, "rows": len(parts[b]), "fingerprint": fingerprints[b]} for b in parts],
-                    ["batch", "rows", "fingerprint"],
-                ),
-                "train_rows": len(train),
-                "holdout_rows": len(holdout),
-                "positive_rate": float(data[LABEL].mean()),
-                "training_fingerprint": manifest["training_fingerprint"],
-            },
-            data_version=dg.DataVersion(manifest["training_fingerprint"]),
-        )
+        until = window_until(spec, config.until)
+        parts = read_window(context, pipeline, lake, until)
+        window = split_window(spec, parts)
+        store_window(lake, spec.name, window)
+        return window_result(window, until)
 
     @dg.asset(
-        key=pipeline.key("model"),
+        key=pipeline.key(Asset.MODEL),
         group_name=pipeline.name,
         deps=[training_dataset],
         op_tags=op_tags,
@@ -115,88 +92,237 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
     )
     @retry_on_tracking_outage
     def model(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
-        from mlops_assets.ml.data import LABEL
-        from mlops_assets.ml.drift import ReferenceProfile
-        from mlops_assets.ml.lineage import code_version
-        from mlops_assets.ml.trainers import build_estimator, effective_params, prepare_inputs
-        from resources.registry import (
-            CHALLENGER,
-            TAG_BATCHES,
-            TAG_CODE_VERSION,
-            TAG_DAGSTER_RUN,
-            TAG_FINGERPRINT,
-        )
-
-        manifest = lake.read_json(spec.name, "training_dataset", "manifest")
-        fingerprint = manifest["training_fingerprint"]
-        existing = registry.find_by_fingerprint(spec.name, fingerprint)
+        manifest = window_of_run(context, pipeline, lake)
+        existing = registry.find_by_fingerprint(spec.name, manifest.training_fingerprint)
         if existing is not None:
             registry.set_alias(spec.name, CHALLENGER, existing.version)
             context.log.info(
                 "%s: version %s was trained on the same data and code; reused", spec.name, existing.version
             )
-            return _model_result(existing, reused=True, manifest=manifest)
-
-        numeric, categorical = pipeline.columns.numeric, pipeline.columns.categorical
-        train = lake.read_frame(spec.name, "training_dataset", "train")
-        inputs = prepare_inputs(train, numeric, categorical)
-        y = train[LABEL].to_numpy(dtype="int64")
-        estimator = build_estimator(
-            spec.training.model,
-            numeric=numeric,
-            categorical=categorical,
-            params=spec.training.params,
-            seed=spec.training.seed,
-        )
-        context.log.info("%s: training %s on %d rows", spec.name, spec.training.model, len(train))
-        tags = {
-            TAG_FINGERPRINT: fingerprint,
-            TAG_DAGSTER_RUN: context.run_id,
-            TAG_CODE_VERSION: code_version(),
-            TAG_BATCHES: ",".join(manifest["batches"]),
-        }
-        # The MLflow run exists before training, so a torch model's curve fills in while it trains.
-        run_id = registry.open_training_run(experiment=spec.name, tags=tags)
-        if spec.training.model == "torch_mlp":
-            _fit_torch(
-                context, estimator, inputs, y, lake=lake, registry=registry, run_id=run_id, fingerprint=fingerprint
-            )
-        else:
-            estimator.fit(inputs, y)
-
-        from sklearn.metrics import roc_auc_score
-
-        train_auc = float(roc_auc_score(y, estimator.predict_proba(inputs)[:, 1]))
-        profile = ReferenceProfile.build(
-            train, numerical=numeric, categorical=[*categorical, *spec.sensitive_features], seed=spec.training.seed
-        )
-        suite = lake.read_bytes(spec.name, "validation_suite", ext="json")
-        registered = registry.log_and_register(
-            name=spec.name,
-            experiment=spec.name,
-            model=estimator,
-            family=spec.training.model,
-            params={
-                "family": spec.training.model,
-                "seed": spec.training.seed,
-                **effective_params(spec.training.model, estimator),
-            },
-            metrics={"train_roc_auc": train_auc, "train_rows": float(len(train))},
-            train_inputs=inputs,
-            training_frame=train,
-            label_column=LABEL,
-            tags=tags,
-            extra_artifacts={
-                "reference_profile.bin": profile.to_bytes(),
-                "validation_suite.json": suite,
-                "training_manifest.json": lake.read_bytes(spec.name, "training_dataset", "manifest", "json"),
-            },
-            run_id=run_id,
-        )
+            return model_result(existing, reused=True, manifest=manifest)
+        registered, train_auc = train_and_register(context, pipeline, manifest, lake=lake, registry=registry)
         registry.set_alias(spec.name, CHALLENGER, registered.version)
-        return _model_result(registered, reused=False, manifest=manifest, train_auc=train_auc)
+        return model_result(registered, reused=False, manifest=manifest, train_auc=train_auc)
 
     return [training_dataset, model]
+
+
+@dataclass(frozen=True)
+class WindowSplit:
+    """A training window split into training set and holdout, with its manifest."""
+
+    rows_per_batch: dict[str, int]
+    train: "pd.DataFrame"
+    holdout: "pd.DataFrame"
+    positive_rate: float
+    manifest: TrainingManifest
+
+
+def window_until(spec: PipelineSpec, configured: str) -> str | None:
+    """The window's last batch: the run's config, else the spec's ``training.initial_until``."""
+    if configured:
+        return configured
+    return None if spec.training.initial_until is None else str(spec.training.initial_until)
+
+
+def select_window(registered: Sequence[str], until: str | None) -> list[str]:
+    """The registered batches up to ``until`` (every one when None), in batch order."""
+    from mlops_assets.ml.data import batch_at_or_before, sorted_batches
+
+    return [b for b in sorted_batches(registered) if until is None or batch_at_or_before(b, until)]
+
+
+def read_window(
+    context: dg.AssetExecutionContext, pipeline: ModelPipeline, lake: Lake, until: str | None
+) -> "dict[str, pd.DataFrame]":
+    """The features of every batch of the window that has them and holds a label."""
+    from mlops_assets.ml.data import LABEL
+
+    name = pipeline.name
+    window = select_window(context.instance.get_dynamic_partitions(pipeline.partitions.name), until)
+    ready = [b for b in window if lake.exists(name, Asset.FEATURES, b)]
+    missing = sorted(set(window) - set(ready))
+    if missing:
+        context.log.warning(
+            "%s: batches %s have no features yet (not validated?); left out of the window", name, missing
+        )
+    if not ready:
+        raise dg.Failure(f"{name}: no batch up to {until} has features; materialize features first")
+    parts = {b: lake.read_frame(name, Asset.FEATURES, b) for b in ready}
+    return {b: f for b, f in parts.items() if f[LABEL].notna().any()}
+
+
+def split_window(spec: PipelineSpec, parts: "Mapping[str, pd.DataFrame]") -> WindowSplit:
+    """Training set and holdout of the window's labelled rows, each row's side a stable hash.
+
+    Raises:
+        Failure: the window, the training set or the holdout holds a single label class.
+    """
+    import pandas as pd
+
+    from mlops_assets.ml.data import LABEL, frame_fingerprint, holdout_mask
+    from mlops_assets.ml.lineage import training_fingerprint
+
+    fingerprints = {b: frame_fingerprint(f) for b, f in parts.items()}
+    data = pd.concat([f.assign(__batch__=b, __row__=range(len(f))) for b, f in parts.items()], ignore_index=True)
+    data = data[data[LABEL].notna()].reset_index(drop=True)
+    if data[LABEL].nunique() < 2:
+        raise dg.Failure(f"{spec.name}: the training window {list(parts)} holds a single label class")
+    in_holdout = holdout_mask(
+        data["__batch__"], data["__row__"], fraction=spec.training.holdout_fraction, seed=spec.training.seed
+    )
+    train, holdout = data[~in_holdout].reset_index(drop=True), data[in_holdout].reset_index(drop=True)
+    for side, frame in (("training set", train), ("holdout", holdout)):
+        if frame[LABEL].nunique() < 2:
+            raise dg.Failure(f"{spec.name}: the {side} of window {list(parts)} holds a single label class")
+    manifest = TrainingManifest(
+        batches=tuple(parts),
+        fingerprints=fingerprints,
+        training_fingerprint=training_fingerprint(spec, fingerprints),
+        train_rows=len(train),
+        holdout_rows=len(holdout),
+    )
+    return WindowSplit(
+        rows_per_batch={b: len(f) for b, f in parts.items()},
+        train=train,
+        holdout=holdout,
+        positive_rate=float(data[LABEL].mean()),
+        manifest=manifest,
+    )
+
+
+def store_window(lake: Lake, name: str, window: WindowSplit) -> None:
+    """Training set, holdout and manifest under the window's training fingerprint."""
+    fingerprint = window.manifest.training_fingerprint
+    lake.write_frame(name, Asset.TRAINING_DATASET, window.train, training_file(fingerprint, TrainingFile.TRAIN))
+    lake.write_frame(name, Asset.TRAINING_DATASET, window.holdout, training_file(fingerprint, TrainingFile.HOLDOUT))
+    lake.write_bytes(
+        name,
+        Asset.TRAINING_DATASET,
+        window.manifest.to_json(),
+        training_file(fingerprint, TrainingFile.MANIFEST),
+        "json",
+    )
+
+
+def window_result(window: WindowSplit, until: str | None) -> dg.MaterializeResult:
+    manifest = window.manifest
+    return dg.MaterializeResult(
+        metadata={
+            Meta.WINDOW_UNTIL: until or "(all)",
+            "batches": table(
+                [
+                    {"batch": b, "rows": window.rows_per_batch[b], "fingerprint": manifest.fingerprints[b]}
+                    for b in manifest.batches
+                ],
+                ["batch", "rows", "fingerprint"],
+            ),
+            "train_rows": manifest.train_rows,
+            "holdout_rows": manifest.holdout_rows,
+            "positive_rate": window.positive_rate,
+            Meta.TRAINING_FINGERPRINT: manifest.training_fingerprint,
+        },
+        data_version=dg.DataVersion(manifest.training_fingerprint),
+    )
+
+
+def read_manifest(lake: Lake, name: str, fingerprint: str) -> TrainingManifest:
+    """The manifest of the window with training fingerprint ``fingerprint``."""
+    partition = training_file(fingerprint, TrainingFile.MANIFEST)
+    if not lake.exists(name, Asset.TRAINING_DATASET, partition, "json"):
+        raise dg.Failure(
+            f"{name}: no training data with fingerprint {fingerprint} at "
+            f"{lake.uri(name, Asset.TRAINING_DATASET, partition, 'json')}; materialize training_dataset again"
+        )
+    return TrainingManifest.from_json(
+        lake.read_bytes(name, Asset.TRAINING_DATASET, partition, "json"),
+        origin=lake.uri(name, Asset.TRAINING_DATASET, partition, "json"),
+    )
+
+
+def window_of_run(context: dg.AssetExecutionContext, pipeline: ModelPipeline, lake: Lake) -> TrainingManifest:
+    """The manifest of the window this run assembled (else the latest window assembled)."""
+    record = upstream_materialization(context, pipeline.key(Asset.TRAINING_DATASET))
+    fingerprint = recorded(record, Meta.TRAINING_FINGERPRINT) if record is not None else None
+    if fingerprint is None:
+        raise dg.Failure(f"{pipeline.name}: no training_dataset was materialized; materialize it first")
+    return read_manifest(lake, pipeline.name, str(fingerprint))
+
+
+def version_tags(context: dg.AssetExecutionContext, manifest: TrainingManifest) -> dict[str, str]:
+    from mlops_assets.ml.lineage import code_version
+
+    return {
+        MlflowTag.TRAINING_FINGERPRINT: manifest.training_fingerprint,
+        MlflowTag.DAGSTER_RUN_ID: context.run_id,
+        MlflowTag.CODE_VERSION: code_version(),
+        MlflowTag.TRAINING_BATCHES: ",".join(manifest.batches),
+    }
+
+
+def train_and_register(
+    context: dg.AssetExecutionContext,
+    pipeline: ModelPipeline,
+    manifest: TrainingManifest,
+    *,
+    lake: Lake,
+    registry: MlflowRegistry,
+) -> tuple[RegisteredModel, float]:
+    """Trains the spec's model on the window's training set and registers it with its lineage;
+    returns the version and its training ROC AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    from mlops_assets.ml.data import LABEL
+    from mlops_assets.ml.drift import ReferenceProfile
+    from mlops_assets.ml.trainers import build_estimator, effective_params, prepare_inputs
+
+    spec, fingerprint = pipeline.spec, manifest.training_fingerprint
+    numeric, categorical = pipeline.columns.numeric, pipeline.columns.categorical
+    train = lake.read_frame(spec.name, Asset.TRAINING_DATASET, training_file(fingerprint, TrainingFile.TRAIN))
+    inputs = prepare_inputs(train, numeric, categorical)
+    y = train[LABEL].to_numpy(dtype="int64")
+    estimator = build_estimator(
+        spec.training.model,
+        numeric=numeric,
+        categorical=categorical,
+        params=spec.training.params,
+        seed=spec.training.seed,
+    )
+    context.log.info("%s: training %s on %d rows", spec.name, spec.training.model, len(train))
+    tags = version_tags(context, manifest)
+    # The MLflow run exists before training, so a torch model's curve fills in while it trains.
+    run_id = registry.open_training_run(experiment=spec.name, tags=tags)
+    if spec.training.model == "torch_mlp":
+        _fit_torch(context, estimator, inputs, y, lake=lake, registry=registry, run_id=run_id, fingerprint=fingerprint)
+    else:
+        estimator.fit(inputs, y)
+    train_auc = float(roc_auc_score(y, estimator.predict_proba(inputs)[:, 1]))
+    profile = ReferenceProfile.build(
+        train, numerical=numeric, categorical=[*categorical, *spec.sensitive_features], seed=spec.training.seed
+    )
+    registered = registry.log_and_register(
+        name=spec.name,
+        experiment=spec.name,
+        model=estimator,
+        family=spec.training.model,
+        params={
+            "family": spec.training.model,
+            "seed": spec.training.seed,
+            **effective_params(spec.training.model, estimator),
+        },
+        metrics={"train_roc_auc": train_auc, "train_rows": float(len(train))},
+        train_inputs=inputs,
+        training_frame=train,
+        label_column=LABEL,
+        tags=tags,
+        extra_artifacts={
+            Artifact.REFERENCE_PROFILE: profile.to_bytes(),
+            Artifact.VALIDATION_SUITE: lake.read_bytes(spec.name, Asset.VALIDATION_SUITE, ext="json"),
+            Artifact.TRAINING_MANIFEST: manifest.to_json(),
+        },
+        run_id=run_id,
+    )
+    return registered, train_auc
 
 
 def _fit_torch(
@@ -223,8 +349,8 @@ def _fit_torch(
     name = context.assets_def.key.path[0]
     with tempfile.TemporaryDirectory() as local:
         checkpoint = Path(local) / CHECKPOINT_FILE
-        if lake.exists(name, "checkpoints", fingerprint, "pt"):
-            checkpoint.write_bytes(lake.read_bytes(name, "checkpoints", fingerprint, "pt"))
+        if lake.exists(name, LakeFolder.CHECKPOINTS, fingerprint, "pt"):
+            checkpoint.write_bytes(lake.read_bytes(name, LakeFolder.CHECKPOINTS, fingerprint, "pt"))
             context.log.info("%s: found a checkpoint for this training data; resuming from it", name)
         to_mlflow = BatchedMetricLogger(lambda metrics: registry.log_metrics(run_id, metrics), every_n_epochs=5)
 
@@ -238,7 +364,7 @@ def _fit_torch(
                 report.samples_per_second,
             )
             to_mlflow(report)
-            lake.write_bytes(name, "checkpoints", checkpoint.read_bytes(), fingerprint, "pt")
+            lake.write_bytes(name, LakeFolder.CHECKPOINTS, checkpoint.read_bytes(), fingerprint, "pt")
 
         estimator.checkpoint_dir, estimator.on_epoch = local, on_epoch
         try:
@@ -256,16 +382,16 @@ def _fit_torch(
         )
 
 
-def _model_result(
-    registered: "RegisteredModel", *, reused: bool, manifest: dict, train_auc: float | None = None
+def model_result(
+    registered: RegisteredModel, *, reused: bool, manifest: TrainingManifest, train_auc: float | None = None
 ) -> dg.MaterializeResult:
-    metadata: dict[str, object] = {
-        "version": registered.version,
+    metadata: dict[str, Any] = {
+        Meta.VERSION: registered.version,
         "model_uri": registered.uri,
         "mlflow_run_id": registered.run_id,
         "reused_existing_version": reused,
-        "training_batches": dg.MetadataValue.json(manifest["batches"]),
-        "training_fingerprint": manifest["training_fingerprint"],
+        "training_batches": dg.MetadataValue.json(list(manifest.batches)),
+        Meta.TRAINING_FINGERPRINT: manifest.training_fingerprint,
     }
     if train_auc is not None:
         metadata["train_roc_auc"] = train_auc

@@ -6,11 +6,20 @@ written, so the batch's last good ``validated_batch`` (if any) stays as it was, 
 downstream runs.
 """
 
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline, table
+from mlops_assets.contract import Asset, Meta
 from mlops_assets.ml.validation import planned_checks
 from resources.lake import Lake
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops_assets.ml.validation import Outcome, Suite
 
 
 def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
@@ -18,9 +27,9 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     until = spec.training.initial_until
 
     @dg.asset(
-        key=pipeline.key("validation_suite"),
+        key=pipeline.key(Asset.VALIDATION_SUITE),
         group_name=pipeline.name,
-        deps=[pipeline.key("source_batches")],
+        deps=[pipeline.key(Asset.SOURCE_BATCHES)],
         kinds={"great_expectations"},
         description=(
             "The expectations every batch must meet, learned from the first training data "
@@ -31,48 +40,23 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         ),
     )
     def validation_suite(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
-        from mlops_assets.ml.data import batch_values, initial_window, read_source
+        from mlops_assets.ml.data import initial_window, read_source
         from mlops_assets.ml.validation import infer_suite
 
         reference = initial_window(spec, read_source(spec.source))
         if reference.empty:
             raise dg.Failure(f"{spec.name}: the source has no rows up to training.initial_until={until}")
         suite = infer_suite(spec, pipeline.columns, reference)
-        lake.write_bytes(spec.name, "validation_suite", suite.to_json().encode(), ext="json")
-        rows = [
-            {
-                "check": e.check,
-                "expectation": e.type,
-                "severity": e.severity,
-                "kwargs": {k: v for k, v in e.kwargs.items() if k != "column"},
-            }
-            for e in suite.expectations
-        ]
-        context.log.info("%s: %d expectations learned from %d rows", spec.name, len(rows), len(reference))
-        return dg.MaterializeResult(
-            metadata={
-                "learned_from_batches": dg.MetadataValue.json(batch_values(reference, spec.source.batch_column)),
-                "learned_from_rows": len(reference),
-                "expectations": table(rows, ["check", "expectation", "severity", "kwargs"]),
-            }
-        )
-
-    check_specs = [
-        dg.AssetCheckSpec(
-            name=name,
-            asset=pipeline.key("validated_batch"),
-            description=description,
-            blocking=severity == "error",
-        )
-        for name, description, severity in planned_checks(spec, pipeline.columns)
-    ]
+        lake.write_bytes(spec.name, Asset.VALIDATION_SUITE, suite.to_json().encode(), ext="json")
+        context.log.info("%s: %d expectations learned from %d rows", spec.name, len(suite.expectations), len(reference))
+        return suite_result(pipeline, suite, reference)
 
     @dg.asset(
-        key=pipeline.key("validated_batch"),
+        key=pipeline.key(Asset.VALIDATED_BATCH),
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
-        deps=[pipeline.key("raw_batch"), validation_suite],
-        check_specs=check_specs,
+        deps=[pipeline.key(Asset.RAW_BATCH), validation_suite],
+        check_specs=expectation_check_specs(pipeline),
         kinds={"great_expectations", "parquet"},
         description=(
             "A batch that met every error-severity expectation of the validation suite.\n\n"
@@ -84,48 +68,94 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         from mlops_assets.ml.validation import Suite, validate
 
         batch = context.partition_key
-        frame = lake.read_frame(spec.name, "raw_batch", batch)
-        suite = Suite.from_json(lake.read_bytes(spec.name, "validation_suite", ext="json").decode())
+        frame = lake.read_frame(spec.name, Asset.RAW_BATCH, batch)
+        suite = Suite.from_json(lake.read_bytes(spec.name, Asset.VALIDATION_SUITE, ext="json").decode())
         outcomes = validate(frame, suite, batch=batch)
+        yield from check_results(outcomes, batch=batch, rows=len(frame))
+        stop_if_blocked(spec.name, batch, outcomes)
         for outcome in outcomes:
-            yield dg.AssetCheckResult(
-                check_name=outcome.expectation.check,
-                passed=outcome.success,
-                severity=(
-                    dg.AssetCheckSeverity.ERROR
-                    if outcome.expectation.severity == "error"
-                    else dg.AssetCheckSeverity.WARN
-                ),
-                description=outcome.message,
-                metadata={
-                    "batch": batch,
-                    "expectation": outcome.expectation.type,
-                    "unexpected_count": outcome.unexpected_count if outcome.unexpected_count is not None else -1,
-                    "rows": outcome.element_count if outcome.element_count is not None else len(frame),
-                    "observed": _observed_metadata(outcome.observed),
-                },
-            )
-        blocking = [o for o in outcomes if o.blocking_failure]
-        if blocking:
-            raise dg.Failure(
-                description=f"{spec.name} batch {batch} failed validation; nothing was written:\n"
-                + "\n".join(f"- {o.message}" for o in blocking),
-                metadata={"failed_checks": dg.MetadataValue.json([o.expectation.check for o in blocking])},
-            )
-        warnings = [o.message for o in outcomes if not o.success]
-        for message in warnings:
-            context.log.warning("%s", message)
-        lake.write_frame(spec.name, "validated_batch", frame, batch)
-        yield dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": len(frame),
-                "expectations_passed": sum(o.success for o in outcomes),
-                "expectations_total": len(outcomes),
-                "path": dg.MetadataValue.path(lake.uri(spec.name, "validated_batch", batch)),
-            }
-        )
+            if not outcome.success:
+                context.log.warning("%s", outcome.message)
+        lake.write_frame(spec.name, Asset.VALIDATED_BATCH, frame, batch)
+        yield validated_result(frame, outcomes, lake.uri(spec.name, Asset.VALIDATED_BATCH, batch))
 
     return [validation_suite, validated_batch]
+
+
+def expectation_check_specs(pipeline: ModelPipeline) -> list[dg.AssetCheckSpec]:
+    """One check per planned expectation; error-severity ones block everything downstream."""
+    return [
+        dg.AssetCheckSpec(
+            name=name,
+            asset=pipeline.key(Asset.VALIDATED_BATCH),
+            description=description,
+            blocking=severity == "error",
+        )
+        for name, description, severity in planned_checks(pipeline.spec, pipeline.columns)
+    ]
+
+
+def suite_result(pipeline: ModelPipeline, suite: "Suite", reference: "pd.DataFrame") -> dg.MaterializeResult:
+    from mlops_assets.ml.data import batch_values
+
+    rows = [
+        {
+            "check": e.check,
+            "expectation": e.type,
+            "severity": e.severity,
+            "kwargs": {k: v for k, v in e.kwargs.items() if k != "column"},
+        }
+        for e in suite.expectations
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "learned_from_batches": dg.MetadataValue.json(batch_values(reference, pipeline.spec.source.batch_column)),
+            "learned_from_rows": len(reference),
+            "expectations": table(rows, ["check", "expectation", "severity", "kwargs"]),
+        }
+    )
+
+
+def check_results(outcomes: "Sequence[Outcome]", *, batch: str, rows: int) -> Iterator[dg.AssetCheckResult]:
+    """One check result per expectation, each naming its batch."""
+    for outcome in outcomes:
+        yield dg.AssetCheckResult(
+            check_name=outcome.expectation.check,
+            passed=outcome.success,
+            severity=(
+                dg.AssetCheckSeverity.ERROR if outcome.expectation.severity == "error" else dg.AssetCheckSeverity.WARN
+            ),
+            description=outcome.message,
+            metadata={
+                Meta.BATCH: batch,
+                "expectation": outcome.expectation.type,
+                "unexpected_count": outcome.unexpected_count if outcome.unexpected_count is not None else -1,
+                "rows": outcome.element_count if outcome.element_count is not None else rows,
+                "observed": _observed_metadata(outcome.observed),
+            },
+        )
+
+
+def stop_if_blocked(name: str, batch: str, outcomes: "Sequence[Outcome]") -> None:
+    """Fails the step, before anything is written, when an error-severity expectation failed."""
+    blocking = [o for o in outcomes if o.blocking_failure]
+    if blocking:
+        raise dg.Failure(
+            description=f"{name} batch {batch} failed validation; nothing was written:\n"
+            + "\n".join(f"- {o.message}" for o in blocking),
+            metadata={"failed_checks": dg.MetadataValue.json([o.expectation.check for o in blocking])},
+        )
+
+
+def validated_result(frame: "pd.DataFrame", outcomes: "Sequence[Outcome]", path: str) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(frame),
+            Meta.EXPECTATIONS_PASSED: sum(o.success for o in outcomes),
+            Meta.EXPECTATIONS_TOTAL: len(outcomes),
+            "path": dg.MetadataValue.path(path),
+        }
+    )
 
 
 def _observed_metadata(value: object) -> dg.MetadataValue:

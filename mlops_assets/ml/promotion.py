@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mlops_assets.contract import Fairness
 from mlops_assets.ml.evaluation import Evaluation
 from mlops_assets.spec import METRICS, GatesSpec
 
@@ -153,10 +154,7 @@ def decide(
         return Decision(False, candidate_version, champion_version, reasons=["candidate is already champion"])
     results = [_signature_gate(has_signature), _training_data_gate(training_data)]
     results += [_floor_gate(m, candidate.metrics.get(m), limit) for m, limit in gates.min_metrics.items()]
-    for name, limit in (
-        ("demographic_parity_difference", gates.max_demographic_parity_difference),
-        ("equalized_odds_difference", gates.max_equalized_odds_difference),
-    ):
+    for name, limit in Fairness.limits(gates).items():
         gate = _fairness_gate(name, candidate.worst(name), limit)
         if gate is not None:
             results.append(gate)

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from mlops_assets.contract import Asset, Meta, op_name, partitions_name, training_file
 from mlops_assets.definitions import build_definitions
 from resources.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Harness:
@@ -44,7 +49,16 @@ class Harness:
         )
 
     def batches(self) -> list[str]:
-        return self.instance.get_dynamic_partitions(f"{self.name}_batches")
+        return self.instance.get_dynamic_partitions(partitions_name(self.name))
+
+    def until(self, batch: str) -> dict:
+        """The run config of a training window ending at ``batch``."""
+        return {"ops": {op_name(self.name, Asset.TRAINING_DATASET): {"config": {"until": batch}}}}
+
+    def training_data(self, file: str) -> pd.DataFrame:
+        """A file of the latest training window (``TrainingFile.TRAIN`` or ``HOLDOUT``)."""
+        fingerprint = self.metadata(Asset.TRAINING_DATASET)[Meta.TRAINING_FINGERPRINT]
+        return self.resources["lake"].read_frame(self.name, Asset.TRAINING_DATASET, training_file(fingerprint, file))
 
     def failure_message(self, result: dg.ExecuteInProcessResult) -> str:
         return "\n".join(
@@ -90,11 +104,11 @@ class Harness:
         """Everything up to the first champion, asserting each step succeeds."""
         from mlops_assets.ml.data import batch_at_or_before
 
-        assert self.materialize(["source_batches"]).success
+        assert self.materialize([Asset.SOURCE_BATCHES]).success
         history = [b for b in self.batches() if batch_at_or_before(b, until)]
-        assert self.materialize(["validation_suite"]).success
+        assert self.materialize([Asset.VALIDATION_SUITE]).success
         for b in history:
-            r = self.materialize(["raw_batch", "validated_batch", "features"], b)
+            r = self.materialize([Asset.RAW_BATCH, Asset.VALIDATED_BATCH, Asset.FEATURES], b)
             assert r.success, self.failure_message(r)
-        r = self.materialize(["training_dataset", "model", "evaluation", "promotion"])
+        r = self.materialize([Asset.TRAINING_DATASET, Asset.MODEL, Asset.EVALUATION, Asset.PROMOTION])
         assert r.success, self.failure_message(r)

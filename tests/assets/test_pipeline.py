@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_assets.contract import TrainingFile
 from resources.registry import CHALLENGER, CHAMPION
 from tests.assets.pipeline_harness import Harness
 from tests.conftest import WriteSpec, gss, gss_spec
@@ -169,7 +170,7 @@ def test_a_candidate_below_the_floor_never_becomes_champion(
 def test_registered_model_loads_only_through_the_allow_list(harness: Harness) -> None:
     champion = registry(harness).by_alias(NAME, CHAMPION)
     model = registry(harness).load_model(champion)
-    holdout = lake(harness).read_frame(NAME, "training_dataset", "holdout")
+    holdout = harness.training_data(TrainingFile.HOLDOUT)
     from mlops_assets.ml.trainers import prepare_inputs
     from tests.conftest import GSS_FEATURES
 

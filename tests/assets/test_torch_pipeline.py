@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlops_assets.contract import LakeFolder, TrainingFile
 from tests.assets.pipeline_harness import Harness
 from tests.conftest import GSS_FEATURES, WriteSpec, gss_spec
 
@@ -41,7 +42,7 @@ def test_torch_model_is_trained_registered_promoted_and_served(
     params = registry.client().get_run(champion.run_id).data.params
     assert (params["epochs"], params["patience"], params["hidden_sizes"]) == ("8", "3", "(64, 32)"), params
     fingerprint = h.metadata("training_dataset")["training_fingerprint"]
-    assert lake.exists(NAME, "checkpoints", fingerprint, "pt"), "the per-epoch checkpoint must reach the lake"
+    assert lake.exists(NAME, LakeFolder.CHECKPOINTS, fingerprint, "pt"), "the per-epoch checkpoint must reach the lake"
 
     scored = h.materialize(["raw_batch", "validated_batch", "features", "predictions"], "2010")
     assert scored.success, h.failure_message(scored)
@@ -51,7 +52,7 @@ def test_torch_model_is_trained_registered_promoted_and_served(
 
     from mlops_assets.ml.trainers import prepare_inputs
 
-    holdout = lake.read_frame(NAME, "training_dataset", "holdout").head(100)
+    holdout = h.training_data(TrainingFile.HOLDOUT).head(100)
     inputs = prepare_inputs(holdout, GSS_FEATURES["numeric"], GSS_FEATURES["categorical"])
     served = mlflow.pyfunc.load_model(registry.client().get_model_version_download_uri(NAME, champion.version)).predict(
         inputs

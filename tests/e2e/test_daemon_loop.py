@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from mlops_assets.contract import Asset, Meta, TrainingFile, training_file
 from mlops_assets.demo import ensure_instance
 from mlops_assets.loop import ClosedLoop
 from mlops_assets.spec import load_specs
@@ -64,7 +65,14 @@ def test_landing_drift_retrain_and_promotion_happen_by_themselves(tmp_path: Path
     assert retrain.job_name == f"{NAME}_retrain_job"
     assert row["retrain"] == "drift"
     assert row["decision"] in ("promoted", "rejected")
-    manifest = json.loads((home / "lake" / NAME / "training_dataset" / "manifest.json").read_text())
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        window = instance.get_latest_materialization_event(dg.AssetKey([NAME, Asset.TRAINING_DATASET]))
+    fingerprint = window.asset_materialization.metadata[Meta.TRAINING_FINGERPRINT].value
+    manifest = json.loads(
+        (
+            home / "lake" / NAME / Asset.TRAINING_DATASET / f"{training_file(fingerprint, TrainingFile.MANIFEST)}.json"
+        ).read_text()
+    )
     assert manifest["batches"] == ["1974", "1975", "1976", "2010"]
     if row["decision"] == "promoted":
         assert row["champion"] == "2"

@@ -18,14 +18,15 @@ import dagster as dg
 import pytest
 import yaml
 
+from mlops_assets.contract import Asset, op_name
 from resources.lake import Lake
 from resources.registry import CHAMPION, MlflowRegistry
 from tests.assets.pipeline_harness import Harness
 from tests.conftest import gss, gss_spec
 
 NAME = "gss_slice"
-UNTIL_2010 = {"ops": {f"{NAME}__training_dataset": {"config": {"until": "2010"}}}}
-RETRAIN = ["training_dataset", "model", "evaluation", "promotion"]
+UNTIL_2010 = {"ops": {op_name(NAME, Asset.TRAINING_DATASET): {"config": {"until": "2010"}}}}
+RETRAIN = [Asset.TRAINING_DATASET, Asset.MODEL, Asset.EVALUATION, Asset.PROMOTION]
 
 
 @dataclass

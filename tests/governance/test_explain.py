@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.cli import main
+from mlops_assets.cli import ARTIFACT_PROGRESS_BAR_ENV, main
+from mlops_assets.contract import Artifact, Asset, MlflowTag, artifact_path, version_record
 from resources.registry import CHAMPION, TAG_CODE_VERSION
 from tests.governance.conftest import NAME, Governed
 
@@ -30,7 +31,7 @@ def test_explain_a_batch_in_one_command_without_ml_libraries(governed: Governed)
     registry, lake = governed.registry, governed.lake
     (version,) = set(lake.read_frame(NAME, "predictions", "2010")["model_version"])
     model = registry.get(NAME, version)
-    manifest = json.loads(registry.run_artifact(model.run_id, "mlops/training_manifest.json"))
+    manifest = json.loads(registry.run_artifact(model.run_id, artifact_path(Artifact.TRAINING_MANIFEST)))
     probe = (
         f"import sys; from mlops_assets.cli import main; rc = main(['explain', {NAME!r}, '--batch', '2010']);"
         f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules)); sys.exit(rc)"
@@ -69,7 +70,7 @@ def test_explain_a_version_as_json(cli_env: Governed, capsys: pytest.CaptureFixt
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"]["version"] == champion.version
     assert CHAMPION in doc["version"]["aliases"]
-    assert [b["batch"] for b in doc["training_data"]["batches"]] == champion.tags["mlops.training_batches"].split(",")
+    assert [b["batch"] for b in doc["training_data"]["batches"]] == champion.tags[MlflowTag.TRAINING_BATCHES].split(",")
     assert all(b["validation"]["ok"] for b in doc["training_data"]["batches"])
     assert doc["decision"]["version"] == champion.version
     assert doc["champion_history"][0]["to_version"] == champion.version
@@ -97,8 +98,9 @@ def test_model_card_is_logged_to_the_run_and_shown_in_dagster(governed: Governed
     card = h.metadata("model_card")["champion_card"]
     assert card.startswith(f"# Model card: {NAME} version {champion.version}\n")
     assert "## Training data" in card and "| signature_present | yes |" in card and "## Champion history" in card
-    logged = registry.run_artifact(champion.run_id, "mlops/model_card.md").decode()
-    assert logged == card == governed.lake.read_bytes(NAME, "model_card", f"v{champion.version}", "md").decode()
+    logged = registry.run_artifact(champion.run_id, artifact_path(Artifact.MODEL_CARD)).decode()
+    stored = governed.lake.read_bytes(NAME, Asset.MODEL_CARD, version_record(champion.version), "md").decode()
+    assert logged == card == stored
 
 
 def test_the_explanation_asset_answers_for_a_batch(governed: Governed) -> None:
@@ -142,3 +144,16 @@ def test_rollback_and_history_commands(cli_env: Governed, candidate: str, capsys
     assert capsys.readouterr().out.strip() == f"{NAME}: champion at {last.at.isoformat()} was version {champion}"
     with pytest.raises(SystemExit):
         main(["rollback", NAME, "--reason", " "])
+
+
+def test_explain_draws_no_progress_bar_and_leaves_the_environment_as_it_was(
+    cli_env: Governed, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ARTIFACT_PROGRESS_BAR_ENV, raising=False)
+    before = dict(os.environ)
+    assert main(["explain", NAME, "--batch", "2010"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{NAME}, batch 2010: ")
+    # MLflow draws "Downloading artifacts: 100%|..." per artifact read unless told not to.
+    assert "Downloading artifacts" not in err
+    assert dict(os.environ) == before

@@ -12,11 +12,12 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from mlops_assets.contract import TAG_TRIGGER, Asset, Job, Meta, op_name
 from mlops_assets.explain import training_batch_evidence
 from tests.assets.pipeline_harness import Harness
 from tests.governance.conftest import NAME, RETRAIN, UNTIL_2010, Governed
 
-PROMOTION_OP = f"{NAME}__promotion"
+PROMOTION_OP = op_name(NAME, Asset.PROMOTION)
 
 
 def retrain(h: Harness, *, override: bool = False, reason: str = "") -> dg.ExecuteInProcessResult:
@@ -96,7 +97,7 @@ def test_training_data_that_later_failed_validation_is_never_promoted(governed: 
     evidence = training_batch_evidence(
         governed.instance,
         model=NAME,
-        fingerprints={"2010": h.metadata("features", "2010")["fingerprint"]},
+        fingerprints={"2010": h.metadata("features", "2010")[Meta.FINGERPRINT]},
         blocking_checks=["age_numeric"],
     )
     assert [(e.batch, e.validated) for e in evidence] == [("2010", True)]
@@ -187,16 +188,16 @@ def test_an_override_is_recorded_and_a_rollback_restores_the_champion_for_predic
     assert scored.success, strict.failure_message(scored)
     assert set(lake.read_frame(NAME, "predictions", "2010")["model_version"]) == {candidate}
 
-    job = strict.defs.resolve_job_def(f"{NAME}_rollback_job")
-    config = {"ops": {f"{NAME}__champion_rollback": {"config": {"reason": "   "}}}}
+    job = strict.defs.resolve_job_def(Job.rollback(NAME))
+    config = {"ops": {op_name(NAME, Asset.CHAMPION_ROLLBACK): {"config": {"reason": "   "}}}}
     refused = job.execute_in_process(run_config=config, instance=governed.instance, raise_on_error=False)
     assert not refused.success and "needs a non-empty reason" in strict.failure_message(refused)
     assert governed.champion() == candidate
 
-    config = {"ops": {f"{NAME}__champion_rollback": {"config": {"reason": "INC-1235: parity complaints"}}}}
+    config = {"ops": {op_name(NAME, Asset.CHAMPION_ROLLBACK): {"config": {"reason": "INC-1235: parity complaints"}}}}
     rolled = job.execute_in_process(run_config=config, instance=governed.instance, raise_on_error=False)
     assert rolled.success, strict.failure_message(rolled)
-    assert rolled.dagster_run.tags["mlops/trigger"] == "manual"
+    assert rolled.dagster_run.tags[TAG_TRIGGER] == "manual"
     meta = strict.metadata("champion_rollback")
     assert (meta["from_version"], meta["to_version"], meta["reason"]) == (
         candidate,

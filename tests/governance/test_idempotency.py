@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from mlops_assets.contract import Asset, Meta
 from resources.registry import CHALLENGER, CHAMPION, TAG_FINGERPRINT, TAG_REGISTERED_VERSION
 from tests.governance.conftest import NAME, Governed
 
@@ -48,7 +49,8 @@ def test_a_crash_after_registering_is_completed_by_the_rerun(governed: Governed)
     assert "survived" not in crashed.stdout
 
     (orphan,) = [m for m in registry.versions(NAME) if m.version not in before]
-    fingerprint = governed.lake.read_json(NAME, "training_dataset", "manifest")["training_fingerprint"]
+    # The crashed run materialized the window before it died in the model step.
+    fingerprint = governed.harness.metadata(Asset.TRAINING_DATASET)[Meta.TRAINING_FINGERPRINT]
     assert orphan.tags[TAG_FINGERPRINT] == fingerprint
     run = client.get_run(orphan.run_id)
     assert run.info.status == "RUNNING" and TAG_REGISTERED_VERSION not in run.data.tags

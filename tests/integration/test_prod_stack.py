@@ -17,6 +17,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from mlops_assets.contract import Asset, op_name
 from resources.registry import CHAMPION, TAG_DAGSTER_RUN, MlflowRegistry
 from resources.settings import LOCK_URI_ENV, PROD_ENV_VARS
 from tests.assets.pipeline_harness import Harness
@@ -27,9 +28,9 @@ pytestmark = pytest.mark.integration
 
 NAME = "gss_slice"
 YEARS = [1974, 1975, 1976, 2010, 2012]
-BATCH_ASSETS = ["raw_batch", "validated_batch", "features"]
-SCORING_ASSETS = [*BATCH_ASSETS, "predictions", "drift_report"]
-TRAINING_ASSETS = ["training_dataset", "model", "evaluation", "promotion"]
+BATCH_ASSETS = [Asset.RAW_BATCH, Asset.VALIDATED_BATCH, Asset.FEATURES]
+SCORING_ASSETS = [*BATCH_ASSETS, Asset.PREDICTIONS, Asset.DRIFT_REPORT]
+TRAINING_ASSETS = [Asset.TRAINING_DATASET, Asset.MODEL, Asset.EVALUATION, Asset.PROMOTION]
 
 
 class ProdHarness(Harness):
@@ -39,9 +40,7 @@ class ProdHarness(Harness):
         super().__init__(home, pipelines, NAME, instance, env={"MLOPS_ENV": "prod", "MLOPS_EXECUTOR": "in_process"})
 
     def train(self, until: str) -> dg.ExecuteInProcessResult:
-        return self.materialize(
-            TRAINING_ASSETS, run_config={"ops": {f"{NAME}__training_dataset": {"config": {"until": until}}}}
-        )
+        return self.materialize(TRAINING_ASSETS, run_config=self.until(until))
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +184,7 @@ def test_mlflow_down_mid_training_retries_then_fails_leaving_no_version(
     # MLFLOW_HTTP_REQUEST_MAX_RETRIES/BACKOFF_FACTOR from the env file: seconds, not MLflow's ~4 minutes.
     assert seconds < 90, f"the run took {seconds:.0f}s to fail"
     failed_steps = {e.step_key for e in result.all_events if e.is_step_failure}
-    assert failed_steps == {f"{NAME}__model"}, failed_steps
+    assert failed_steps == {op_name(NAME, Asset.MODEL)}, failed_steps
     assert [v.version for v in registry(prod_stack).versions(NAME)] == [v.version for v in before]
     assert champion_over_http(prod_stack) == champion
 
