@@ -51,8 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "init":
         from mlops_assets.demo import ensure_instance
 
-        ensure_instance(_dagster_home(settings))
+        notes = ensure_instance(_dagster_home(settings))
         print(f"DAGSTER_HOME={_dagster_home(settings)}")
+        for note in notes:
+            print(f"note: {note}")
         return 0
     specs = load_specs(settings.pipelines)
     if args.command in ("explain", "rollback", "history"):
