@@ -117,7 +117,7 @@ def ensure_instance(dagster_home: Path) -> list[str]:
         return []
     present = yaml.safe_load(config.read_text()) or {}
     return [
-        f"{config}: no `{key}:` section, so {why}; see `mlops init` in the README for the one we write"
+        f"{config}: no `{key}:` section, so {why}; see 'Runs whose processes died' in the README for the one we write"
         for key, why in EXPECTED_SETTINGS.items()
         if key not in present
     ]

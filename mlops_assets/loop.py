@@ -120,7 +120,7 @@ class ClosedLoop:
         while self.instance.get_run_records(
             dg.RunsFilter(tags={TAG_MODEL: self.spec.name}, statuses=IN_FLIGHT), limit=1
         ):
-            self._check_daemon()
+            self.check_daemon()
             if time.monotonic() > deadline:
                 return False
             time.sleep(1)
@@ -147,7 +147,7 @@ class ClosedLoop:
         deadline = time.monotonic() + appear_within
         run = None
         while run is None:
-            self._check_daemon()
+            self.check_daemon()
             records = self.instance.get_run_records(dg.RunsFilter(tags=tags), limit=1)
             run = records[0].dagster_run if records else None
             if run is None:
@@ -156,7 +156,7 @@ class ClosedLoop:
                 time.sleep(1)
         finish_by = time.monotonic() + self.timeout
         while run.status not in FINISHED:
-            self._check_daemon()
+            self.check_daemon()
             if time.monotonic() > finish_by:
                 raise LoopTimeout(f"run {run.run_id} ({tags}) did not finish within {self.timeout:.0f}s")
             time.sleep(1)
@@ -164,7 +164,7 @@ class ClosedLoop:
             assert run is not None
         return run
 
-    def _check_daemon(self) -> None:
+    def check_daemon(self) -> None:
         if self._daemon is not None and self._daemon.poll() is not None:
             raise LoopTimeout(f"dagster-daemon exited with {self._daemon.returncode}; see {self.log_path}")
 
