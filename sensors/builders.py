@@ -233,7 +233,7 @@ def dead_runs(instance: dg.DagsterInstance, model: str) -> list[tuple[dg.Dagster
     return dead
 
 
-def end_dead_runs(instance: dg.DagsterInstance, model: str, log: object) -> list[str]:
+def end_dead_runs(instance: dg.DagsterInstance, model: str, log: dg.DagsterLogManager) -> list[str]:
     """Reports each of the model's runs whose worker died as failed; returns their run ids."""
     ended = []
     for run, why in dead_runs(instance, model):
@@ -242,7 +242,7 @@ def end_dead_runs(instance: dg.DagsterInstance, model: str, log: object) -> list
             continue
         message = f"Marked failed by {Sensor.run_watchdog(model)}: {why}, so this run cannot finish"
         instance.report_run_failed(current, message)
-        log.warning("%s: run %s (%s) %s; marked it failed", model, run.run_id, run.job_name, why)  # type: ignore[attr-defined]
+        log.warning("%s: run %s (%s) %s; marked it failed", model, run.run_id, run.job_name, why)
         ended.append(run.run_id)
     return ended
 
