@@ -32,20 +32,18 @@ def tick(h: Harness, sensor_def: dg.SensorDefinition, cursor: str | None = None,
     return sensor_def.evaluate_tick(context)
 
 
-def failed_record(h: Harness, check: str, asset: str) -> int:
-    (record,) = [
-        r
-        for r in h.instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(h.key(asset), check), limit=10
-        )
-        if r.status.value == "FAILED"
-    ]
-    return record.id
+def failed_records(h: Harness, check: str, asset: str) -> list[int]:
+    """Ids of the failed records of a check (other tests on the shared pipeline may add some)."""
+    history = h.instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(h.key(asset), check), limit=50
+    )
+    return sorted(r.id for r in history if r.status.value == "FAILED")
 
 
 def test_one_drift_event_gives_one_retrain_over_100_ticks(scored_pipeline: Harness) -> None:
     drift_sensor = sensor(scored_pipeline, "drift_sensor")
-    record = failed_record(scored_pipeline, "drift_within_tolerance", "drift_report")
+    records = failed_records(scored_pipeline, "drift_within_tolerance", "drift_report")
+    assert 1 <= len(records) <= 4, records  # every one on batch 2010
     requests, cursor = [], None
     for _ in range(100):
         data = tick(scored_pipeline, drift_sensor, cursor)
@@ -53,11 +51,11 @@ def test_one_drift_event_gives_one_retrain_over_100_ticks(scored_pipeline: Harne
         cursor = data.cursor
     assert len(requests) == 1
     (request,) = requests
-    assert request.run_key == f"{NAME}:drift:2010:{record}"
+    assert request.run_key == f"{NAME}:drift:2010:{'+'.join(map(str, records))}"
     assert request.tags["mlops/trigger"] == "drift"
     assert request.tags["mlops/model"] == NAME
     assert request.tags["mlops/batch"] == "2010"
-    assert request.tags["mlops/check_records"] == str(record)
+    assert request.tags["mlops/check_records"] == ",".join(map(str, records))
     assert request.run_config == {"ops": {f"{NAME}__training_dataset": {"config": {"until": "2010"}}}}
     # A lost cursor asks for the very same run, every time: Dagster starts one run per run key.
     lost = [r.run_key for _ in range(100) for r in tick(scored_pipeline, drift_sensor, None).run_requests]
