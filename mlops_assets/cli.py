@@ -76,8 +76,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
     if args.command == "init":
         from mlops_assets.demo import ensure_instance
 
-        ensure_instance(settings.dagster_home)
+        notes = ensure_instance(settings.dagster_home)
         print(f"DAGSTER_HOME={settings.dagster_home}")
+        for note in notes:
+            print(f"note: {note}")
         return 0
     specs = load_specs(settings.pipelines)
     if args.command in ("explain", "rollback", "history"):

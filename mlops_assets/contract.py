@@ -113,11 +113,38 @@ TAG_TRIGGER: Final = "mlops/trigger"
 TAG_BATCH: Final = "mlops/batch"
 TAG_LANDING_FILE: Final = "mlops/landing_file"
 TAG_REASON: Final = "mlops/reason"
-# Dagster's own tag for a run's partition.
+# On a retrain requested by a check sensor: the ids of the failed check records it acts on.
+TAG_CHECK_RECORDS: Final = "mlops/check_records"
+# Dagster's own tags: a run's partition, and the runtime after which run monitoring ends it.
+TAG_MAX_RUNTIME: Final = "dagster/max_runtime"
 TAG_PARTITION: Final = "dagster/partition"
+# Dagster's own metadata key for the run worker's pid on its "Started process for run" event.
+DAGSTER_PID_METADATA: Final = "pid"
 
 Trigger = Literal["landing", "drift", "fairness", "schedule", "manual"]
 MANUAL: Final = "manual"
+
+
+class Sensor:
+    """Sensor names, per model."""
+
+    @staticmethod
+    def landing(model: str) -> str:
+        return f"{model}_landing_sensor"
+
+    @staticmethod
+    def retrain(model: str, trigger: str) -> str:
+        """``drift`` and ``fairness`` watch their checks; ``cadence`` only counts scored batches."""
+        return f"{model}_{trigger}_sensor"
+
+    @staticmethod
+    def check_alert(model: str) -> str:
+        return f"{model}_check_alert_sensor"
+
+    @staticmethod
+    def run_watchdog(model: str) -> str:
+        return f"{model}_run_watchdog_sensor"
+
 
 # Registered-model aliases (public).
 CHAMPION: Final = "champion"

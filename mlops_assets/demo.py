@@ -82,17 +82,46 @@ concurrency:
   pools:
     # Each model's promotion and rollback share pool <model>_registry: one at a time.
     default_limit: 1
+# A run whose processes died (a reboot, a killed daemon) would otherwise stay STARTED for good,
+# holding a run slot and its pool slots. Dagster ends runs stuck starting or cancelling, and runs
+# past their dagster/max_runtime tag (set on every job; the value below is for runs without one);
+# the <model>_run_watchdog_sensor ends a run whose worker process is gone within one tick.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_runtime_seconds: 86400
+  poll_interval_seconds: 30
+  free_slots_after_run_end_seconds: 60
 telemetry:
   enabled: false
 """
 
+# What the product relies on in an instance config it did not write.
+EXPECTED_SETTINGS = {
+    "run_monitoring": "runs whose processes died stay STARTED and block the retrain sensor's queue",
+}
 
-def ensure_instance(dagster_home: Path) -> None:
-    """A DAGSTER_HOME with our instance settings (kept as is when the user has their own)."""
+
+def ensure_instance(dagster_home: Path) -> list[str]:
+    """A DAGSTER_HOME with our instance settings (kept as is when the user has their own).
+
+    Returns:
+        One line per setting the product relies on that an existing ``dagster.yaml`` lacks.
+    """
+    import yaml
+
     dagster_home.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
     if not config.exists():
         config.write_text(INSTANCE_CONFIG)
+        return []
+    present = yaml.safe_load(config.read_text()) or {}
+    return [
+        f"{config}: no `{key}:` section, so {why}; see 'Runs whose processes died' in the README for the one we write"
+        for key, why in EXPECTED_SETTINGS.items()
+        if key not in present
+    ]
 
 
 def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interval: int = 3) -> int:
@@ -107,7 +136,8 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
     }
     env.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     env.setdefault(ARTIFACT_PROGRESS_BAR_ENV, "false")
-    ensure_instance(Path(env["DAGSTER_HOME"]))
+    for note in ensure_instance(Path(env["DAGSTER_HOME"])):
+        print(f"note: {note}")
     name, until = spec.name, spec.training.initial_until
     started = time.monotonic()
     print(f"MLOPS_HOME={settings.home}\nDAGSTER_HOME={env['DAGSTER_HOME']}\n")

@@ -12,17 +12,22 @@ from mlops_assets.assets.governance import build_governance_assets, build_rollba
 from mlops_assets.assets.ingestion import build_ingestion_assets
 from mlops_assets.assets.training import build_training_assets
 from mlops_assets.assets.validation import build_validation_assets
-from mlops_assets.contract import DRIFT_CHECK, Asset, Job
+from mlops_assets.contract import DRIFT_CHECK, TAG_MAX_RUNTIME, Asset, Job
 from mlops_assets.k8s import training_op_tags
 from sensors.builders import (
     build_check_alert_sensor,
     build_landing_sensor,
     build_recheck_schedule,
     build_retrain_sensor,
+    build_run_watchdog_sensor,
 )
 
 BATCH_ASSETS = (Asset.RAW_BATCH, Asset.VALIDATED_BATCH, Asset.FEATURES, Asset.PREDICTIONS, Asset.DRIFT_REPORT)
 RETRAIN_ASSETS = (Asset.TRAINING_DATASET, Asset.MODEL, Asset.EVALUATION, Asset.PROMOTION)
+# Run monitoring ends a run that outlives these (dagster/max_runtime), on every run launcher: a
+# bound for runs whose processes died where nothing else notices. Far above what the jobs take
+# (a GSS batch scores in under a minute, a retrain in about one), to leave room for big data.
+MAX_RUNTIME_SECONDS = {"score_batch": 2 * 3600, "recheck": 2 * 3600, "retrain": 12 * 3600}
 
 
 def build_pipeline(
@@ -50,20 +55,20 @@ def build_pipeline(
         Job.score_batch(name),
         selection=dg.AssetSelection.assets(*(pipeline.key(a) for a in BATCH_ASSETS)),
         partitions_def=pipeline.partitions,
-        tags=pipeline.tags,
+        tags=_with_max_runtime(pipeline.tags, "score_batch"),
         description=f"Validates, featurizes, scores and drift-checks one {name} batch.",
     )
     retrain = dg.define_asset_job(
         Job.retrain(name),
         selection=dg.AssetSelection.assets(*(pipeline.key(a) for a in (*RETRAIN_ASSETS, Asset.MODEL_CARD))),
-        tags=pipeline.tags,
+        tags=_with_max_runtime(pipeline.tags, "retrain"),
         description=f"Trains a {name} candidate on the training window, evaluates it and decides its promotion.",
     )
     recheck = dg.define_asset_job(
         Job.recheck(name),
         selection=dg.AssetSelection.assets(pipeline.key(Asset.PREDICTIONS), pipeline.key(Asset.DRIFT_REPORT)),
         partitions_def=pipeline.partitions,
-        tags=pipeline.tags,
+        tags=_with_max_runtime(pipeline.tags, "recheck"),
         description=f"Re-scores one {name} batch with the current champion and re-checks its drift and fairness.",
     )
     monitoring = pipeline.spec.monitoring
@@ -74,16 +79,20 @@ def build_pipeline(
     sensors = [
         build_landing_sensor(pipeline, job=score_batch, interval_seconds=interval),
         build_check_alert_sensor(pipeline, checks=[*validation, *drift, *fairness], interval_seconds=interval),
+        build_run_watchdog_sensor(pipeline, interval_seconds=interval),
     ]
-    if monitoring.retrain_on_drift or monitoring.retrain_every:
+    cadence = monitoring.retrain_every is not None
+    if monitoring.retrain_on_drift:
         sensors.append(
             build_retrain_sensor(
-                pipeline,
-                trigger="drift",
-                checks=drift,
-                job=retrain,
-                interval_seconds=interval,
-                cadence=monitoring.retrain_every is not None,
+                pipeline, trigger="drift", checks=drift, job=retrain, interval_seconds=interval, cadence=cadence
+            )
+        )
+    elif cadence:
+        # A failed drift check then only alerts; retraining follows the count of scored batches.
+        sensors.append(
+            build_retrain_sensor(
+                pipeline, trigger="cadence", checks=[], job=retrain, interval_seconds=interval, cadence=True
             )
         )
     if fairness and monitoring.fairness_action == "retrain":
@@ -103,3 +112,7 @@ def build_pipeline(
 
 def _check_specs(assets: list[dg.AssetsDefinition], key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [spec for a in assets for spec in a.check_specs if spec.asset_key == key]
+
+
+def _with_max_runtime(tags: dict[str, str], job: str) -> dict[str, str]:
+    return {**tags, TAG_MAX_RUNTIME: str(MAX_RUNTIME_SECONDS[job])}

@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 class LoopTimeout(RuntimeError):
@@ -47,11 +54,31 @@ class ClosedLoop:
         self._instance: dg.DagsterInstance | None = None
 
     def __enter__(self) -> ClosedLoop:
+        self.start()
+        self._instance = dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"])
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if exc_type is None and self.running:
+                # Runs still going would be left STARTED by the stop: let them end first.
+                self.wait_until_idle(within=self.timeout)
+        finally:
+            self.stop()
+            if self._instance is not None:
+                self._instance.dispose()
+
+    @property
+    def running(self) -> bool:
+        return self._daemon is not None and self._daemon.poll() is None
+
+    def start(self) -> None:
+        """Starts ``dagster-daemon`` in its own process group (with the code server it spawns and
+        the run workers that server starts)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.landing.mkdir(parents=True, exist_ok=True)
         daemon = Path(sys.executable).parent / "dagster-daemon"
         with self.log_path.open("ab") as log:
-            # Its own process group, so stopping it also stops the code server it spawns.
             self._daemon = subprocess.Popen(
                 [str(daemon), "run", "-m", "mlops_assets.definitions"],
                 env=self.env,
@@ -59,32 +86,59 @@ class ClosedLoop:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._instance = dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"])
         print(f"  dagster-daemon started (pid {self._daemon.pid}, log {self.log_path})", flush=True)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._daemon is not None and self._daemon.poll() is None:
-            os.killpg(self._daemon.pid, signal.SIGTERM)
-            try:
-                self._daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._daemon.pid, signal.SIGKILL)
-                self._daemon.wait()
-            print("  dagster-daemon stopped", flush=True)
-        if self._instance is not None:
-            self._instance.dispose()
+    def stop(self, *, grace: float = 30) -> None:
+        """SIGTERM to the daemon's process group, SIGKILL after ``grace`` seconds. A run the kill
+        cuts off stays STARTED until the next daemon's run watchdog sensor ends it."""
+        if not self.running:
+            return
+        assert self._daemon is not None
+        os.killpg(self._daemon.pid, signal.SIGTERM)
+        try:
+            self._daemon.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            print(f"  dagster-daemon did not stop within {grace:.0f}s: killing its process group", flush=True)
+            self.kill()
+            return
+        print("  dagster-daemon stopped", flush=True)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group: daemon, code server and run workers, as a crash or
+        a reboot would end them (nothing reports anything)."""
+        if self._daemon is None:
+            return
+        try:
+            os.killpg(self._daemon.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._daemon.wait()
+
+    def wait_until_idle(self, *, within: float) -> bool:
+        """Waits until none of the model's runs is queued or in progress; False on timeout."""
+        deadline = time.monotonic() + within
+        while self.instance.get_run_records(
+            dg.RunsFilter(tags={TAG_MODEL: self.spec.name}, statuses=IN_FLIGHT), limit=1
+        ):
+            self.check_daemon()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1)
+        return True
 
     @property
     def instance(self) -> dg.DagsterInstance:
         assert self._instance is not None, "use ClosedLoop as a context manager"
         return self._instance
 
-    def land(self, batch: str, frame: pd.DataFrame) -> Path:
-        """Writes the batch under a hidden name and renames it, so the sensor never sees half a file."""
+    def land(self, batch: str, frame: pd.DataFrame, *, mtime: float | None = None) -> Path:
+        """Writes the batch under a hidden name and renames it, so the sensor never sees half a
+        file. ``mtime`` backdates the file (the landing sensor ingests older files first)."""
         final = self.landing / f"{batch}.parquet"
         staging = self.landing / f".{batch}.parquet.tmp"
         frame.to_parquet(staging, index=False)
+        if mtime is not None:
+            os.utime(staging, (mtime, mtime))
         staging.replace(final)
         return final
 
@@ -93,7 +147,7 @@ class ClosedLoop:
         deadline = time.monotonic() + appear_within
         run = None
         while run is None:
-            self._check_daemon()
+            self.check_daemon()
             records = self.instance.get_run_records(dg.RunsFilter(tags=tags), limit=1)
             run = records[0].dagster_run if records else None
             if run is None:
@@ -102,7 +156,7 @@ class ClosedLoop:
                 time.sleep(1)
         finish_by = time.monotonic() + self.timeout
         while run.status not in FINISHED:
-            self._check_daemon()
+            self.check_daemon()
             if time.monotonic() > finish_by:
                 raise LoopTimeout(f"run {run.run_id} ({tags}) did not finish within {self.timeout:.0f}s")
             time.sleep(1)
@@ -110,7 +164,7 @@ class ClosedLoop:
             assert run is not None
         return run
 
-    def _check_daemon(self) -> None:
+    def check_daemon(self) -> None:
         if self._daemon is not None and self._daemon.poll() is not None:
             raise LoopTimeout(f"dagster-daemon exited with {self._daemon.returncode}; see {self.log_path}")
 

@@ -160,6 +160,17 @@ run_retries:
 concurrency:
   runs:
     max_concurrent_runs: 2
+# Ends runs whose processes died: stuck starting or cancelling, past their dagster/max_runtime
+# tag (or the default below), and frees the pool slots of ended runs. Runs here are local
+# processes, which Dagster cannot health-check: <model>_run_watchdog_sensor ends a run whose worker
+# is gone within one tick.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_runtime_seconds: 86400
+  poll_interval_seconds: 30
+  free_slots_after_run_end_seconds: 60
 telemetry:
   enabled: false
 YAML

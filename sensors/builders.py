@@ -8,26 +8,56 @@ from ``sensors.policy``. No data is read and no ML library is imported in a tick
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline
-from mlops_assets.contract import TAG_BATCH, TAG_LANDING_FILE, TAG_REASON, TAG_TRIGGER, Asset, Meta, op_name
-from resources.alerts import AlertSink
+from mlops_assets.check_results import RunPartitions, check_result_batch
+from mlops_assets.contract import (
+    DAGSTER_PID_METADATA,
+    TAG_BATCH,
+    TAG_CHECK_RECORDS,
+    TAG_LANDING_FILE,
+    TAG_MODEL,
+    TAG_REASON,
+    TAG_TRIGGER,
+    Asset,
+    Meta,
+    Sensor,
+    op_name,
+)
+from resources.alerts import AlertDeliveryError, AlertSink
 from resources.landing import LandingZone
-from sensors.policy import CheckEvent, RetrainDecision, decide_cadence, decide_retrain, plan_landing
+from sensors.policy import (
+    CheckCursor,
+    CheckRecord,
+    Outcome,
+    alert_text,
+    decide_cadence,
+    decide_retrain,
+    plan_landing,
+    settle,
+)
 
-HISTORY_PER_TICK = 50
-# AssetCheckExecutionRecordStatus values of finished evaluations (the enum is not public API).
-COMPLETED = {"SUCCEEDED", "FAILED"}
+# Records read per query while catching up; a tick reads every record after its cursor.
+PAGE = 200
+# AssetCheckExecutionRecordStatus values (the enum is not public API).
+_OUTCOMES: dict[str, Outcome] = {"PLANNED": "planned", "SUCCEEDED": "passed", "FAILED": "failed"}
+FINISHED_RUN_STATUSES = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 ACTIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
 ]
+# The engine event a launched run worker writes first, with its pid (dagster/_grpc/impl.py).
+_WORKER_STARTED = "Started process for run"
 
 
 def build_landing_sensor(
@@ -35,10 +65,10 @@ def build_landing_sensor(
 ) -> dg.SensorDefinition:
     """Registers each settled file in the landing folder as a partition and scores it."""
     name = pipeline.name
-    settle = pipeline.spec.monitoring.landing_settle_seconds
+    settle_seconds = pipeline.spec.monitoring.landing_settle_seconds
 
     @dg.sensor(
-        name=f"{name}_landing_sensor",
+        name=Sensor.landing(name),
         job=job,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -46,7 +76,7 @@ def build_landing_sensor(
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult | dg.SkipReason:
         seen = json.loads(context.cursor) if context.cursor else {}
-        plan = plan_landing(landing.files(name), seen=seen, now=time.time(), settle_seconds=settle)
+        plan = plan_landing(landing.files(name), seen=seen, now=time.time(), settle_seconds=settle_seconds)
         if not plan.ingest:
             return dg.SkipReason(plan.skip_reason(str(landing.folder(name))))
         known = set(context.instance.get_dynamic_partitions(pipeline.partitions.name))
@@ -68,34 +98,190 @@ def build_landing_sensor(
     return landing_sensor
 
 
-def _check_events(instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey]) -> list[CheckEvent]:
-    """The recent completed evaluations of ``keys`` (checks still planned or running are skipped)."""
-    events = []
+def read_check_records(
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetCheckKey], cursor: CheckCursor
+) -> list[CheckRecord]:
+    """Every record of ``keys`` above ``cursor.after`` and the current state of its pending ones.
+
+    A planned record whose run has ended is read once more after the run was seen ending: its
+    evaluation, written before the run ended, may have arrived since the first read.
+    """
+    storage = instance.event_log_storage
+    by_name = {key.to_user_string(): key for key in keys}
+    raw = []
     for key in keys:
-        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=HISTORY_PER_TICK):
-            evaluation = record.evaluation
-            if record.status.value in COMPLETED and isinstance(evaluation, dg.AssetCheckEvaluation):
-                events.append(
-                    CheckEvent(record.id, _batch(instance, record.run_id, evaluation), evaluation.passed, key.name)
-                )
-    return events
+        before = None
+        while True:
+            page = storage.get_asset_check_execution_history(key, limit=PAGE, cursor=before)
+            raw += [r for r in page if r.id > cursor.after]
+            if len(page) < PAGE or page[-1].id <= cursor.after:
+                break
+            before = page[-1].id
+    for record_id, key_name in cursor.pending:
+        if key_name in by_name and (found := _record(instance, by_name[key_name], record_id)) is not None:
+            raw.append(found)
+    planned_runs = {r.run_id for r in raw if r.status.value == "PLANNED"}
+    live = {
+        run.run_id
+        for run in (instance.get_runs(dg.RunsFilter(run_ids=sorted(planned_runs))) if planned_runs else [])
+        if run.status not in FINISHED_RUN_STATUSES
+    }
+    runs = RunPartitions(instance)
+    records = []
+    for r in raw:
+        run_ended = r.status.value == "PLANNED" and r.run_id not in live
+        if run_ended:
+            r = _record(instance, r.key, r.id) or r
+            run_ended = r.status.value == "PLANNED"
+        records.append(_check_record(r, runs=runs, run_ended=run_ended))
+    return records
 
 
-def _batch(instance: dg.DagsterInstance, run_id: str, evaluation: dg.AssetCheckEvaluation) -> str:
-    """The batch a check result is about. Results yielded by a partitioned asset's body carry no
-    ``partition`` in daemon-launched runs, so our checks also record it as metadata."""
-    if evaluation.partition:
-        return evaluation.partition
-    batch = evaluation.metadata.get(Meta.BATCH)
-    if batch is not None:
-        return str(batch.value)
-    run = instance.get_run_by_id(run_id)
-    return (run.tags.get("dagster/partition", "") if run else "") or ""
+def _record(instance: dg.DagsterInstance, key: dg.AssetCheckKey, record_id: int):  # noqa: ANN202 - Dagster's record type is not public
+    found = instance.event_log_storage.get_asset_check_execution_history(key, limit=1, cursor=record_id + 1)
+    return found[0] if found and found[0].id == record_id else None
 
 
-def _active_run(instance: dg.DagsterInstance, job_name: str) -> str | None:
-    runs = instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=ACTIVE_RUN_STATUSES), limit=1)
-    return runs[0].dagster_run.run_id if runs else None
+def _check_record(record, *, runs: RunPartitions, run_ended: bool) -> CheckRecord:  # noqa: ANN001
+    outcome = _OUTCOMES.get(record.status.value, "planned")
+    evaluation = record.evaluation if outcome != "planned" else None
+    if outcome != "planned" and not isinstance(evaluation, dg.AssetCheckEvaluation):
+        outcome = "planned"
+    return CheckRecord(
+        record_id=record.id,
+        key=record.key.to_user_string(),
+        check=record.key.name,
+        outcome=outcome,
+        batch=(check_result_batch(evaluation, record.run_id, runs=runs) or "") if evaluation is not None else "",
+        run_id=record.run_id,
+        run_ended=run_ended,
+        description=(evaluation.description or "") if evaluation is not None else "",
+    )
+
+
+def process_alive(pid: int, *, started_by: float) -> bool:
+    """Whether process ``pid`` runs and is the one that existed at ``started_by`` (epoch seconds).
+
+    A pid that now names a process started later (the pid was reused, e.g. after a reboot) or a
+    zombie counts as gone. Where there is no ``/proc``, existence alone decides.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user's process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
+    except (OSError, StopIteration, ValueError):
+        return True
+    # The command name may hold spaces and parentheses: the fields start after its last ")".
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return False
+    started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return started <= started_by + 1.0
+
+
+def _worker(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """The pid of the run's worker process and when it reported itself, if it did."""
+    events = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=20).records
+    for record in events:
+        entry = record.event_log_entry
+        event = entry.dagster_event
+        if not entry.message.startswith(_WORKER_STARTED) or event is None:
+            continue
+        pid = event.engine_event_data.metadata.get(DAGSTER_PID_METADATA)
+        if pid is not None:
+            return int(str(pid.value)), entry.timestamp
+    return None
+
+
+def dead_runs(instance: dg.DagsterInstance, model: str) -> list[tuple[dg.DagsterRun, str]]:
+    """The model's STARTED runs whose worker process is gone, each with why.
+
+    Only where runs are launched as local processes (``DefaultRunLauncher``): there Dagster
+    cannot check a worker's health, and the sensor's code server runs on the same machine. Other
+    launchers (Kubernetes) have Dagster's run monitoring check their workers.
+    """
+    if not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
+        return []
+    dead = []
+    for record in instance.get_run_records(
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={TAG_MODEL: model})
+    ):
+        run = record.dagster_run
+        worker = _worker(instance, run.run_id)
+        if worker is None or process_alive(worker[0], started_by=worker[1]):
+            continue
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(worker[1]))
+        dead.append((run, f"its run worker (pid {worker[0]}, started {since} UTC) is gone"))
+    return dead
+
+
+def end_dead_runs(instance: dg.DagsterInstance, model: str, log: dg.DagsterLogManager) -> list[str]:
+    """Reports each of the model's runs whose worker died as failed; returns their run ids."""
+    ended = []
+    for run, why in dead_runs(instance, model):
+        current = instance.get_run_by_id(run.run_id)
+        if current is None or current.status != dg.DagsterRunStatus.STARTED:
+            continue
+        message = f"Marked failed by {Sensor.run_watchdog(model)}: {why}, so this run cannot finish"
+        instance.report_run_failed(current, message)
+        log.warning("%s: run %s (%s) %s; marked it failed", model, run.run_id, run.job_name, why)
+        ended.append(run.run_id)
+    return ended
+
+
+def build_run_watchdog_sensor(pipeline: ModelPipeline, *, interval_seconds: int) -> dg.SensorDefinition:
+    """Ends the model's runs whose processes died without reporting (a reboot, a killed daemon).
+
+    Dagster's run monitoring ends such a run only after its maximum runtime when runs are local
+    processes; this sensor ends it within one tick.
+    """
+    name = pipeline.name
+
+    @dg.sensor(
+        name=Sensor.run_watchdog(name),
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Marks {name}'s runs failed when their run worker process is gone (local run launcher).",
+    )
+    def run_watchdog(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        ended = end_dead_runs(context.instance, name, context.log)
+        return dg.SkipReason(
+            f"marked {len(ended)} run(s) failed whose worker died: {', '.join(ended)}"
+            if ended
+            else "every started run's worker is alive"
+        )
+
+    return run_watchdog
+
+
+def _active_run(instance: dg.DagsterInstance, job_name: str, model: str) -> str | None:
+    """A retrain run queued or running, not counting runs whose worker died."""
+    dead = {run.run_id for run, _ in dead_runs(instance, model)}
+    for record in instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=ACTIVE_RUN_STATUSES), limit=10):
+        if record.dagster_run.run_id not in dead:
+            return record.dagster_run.run_id
+    return None
+
+
+def _covered(instance: dg.DagsterInstance, job_name: str, model: str, trigger: str) -> set[int]:
+    """The check records that retrain runs of this trigger already act on (their tag)."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=job_name, tags={TAG_MODEL: model, TAG_TRIGGER: trigger}))
+    return {int(i) for run in runs for i in run.tags.get(TAG_CHECK_RECORDS, "").split(",") if i}
+
+
+def _trained_until(instance: dg.DagsterInstance, pipeline: ModelPipeline) -> str | None:
+    event = instance.get_latest_materialization_event(pipeline.key(Asset.TRAINING_DATASET))
+    if event is None or event.asset_materialization is None:
+        return None
+    until = event.asset_materialization.metadata.get(Meta.WINDOW_UNTIL)
+    return str(until.value) if until is not None and str(until.value) != "(all)" else None
 
 
 def build_retrain_sensor(
@@ -107,102 +293,145 @@ def build_retrain_sensor(
     interval_seconds: int,
     cadence: bool = False,
 ) -> dg.SensorDefinition:
-    """Requests a retrain (training window up to the failing batch) when a monitored check fails.
+    """Requests a retrain when monitored checks fail: one request per set of failed evaluations,
+    each evaluation acted on once whatever order the runs finish in.
 
     With ``cadence``, it also retrains once ``monitoring.retrain_every`` batches were scored after
-    the champion's training data, drift or not (trigger ``schedule``).
+    the last training window, drift or not (trigger ``schedule``). With no ``checks`` it does only
+    that.
     """
     name = pipeline.name
     training_op = op_name(name, Asset.TRAINING_DATASET)
+    every = pipeline.spec.monitoring.retrain_every if cadence else None
+    watched = ", ".join(sorted({c.name for c in checks}))
+    description = (
+        f"Retrains {name} when {watched} fails on a batch"
+        if checks
+        else f"Retrains {name} every {every} scored batches"
+    )
+    if checks and every:
+        description += f", and every {every} scored batches"
 
     @dg.sensor(
-        name=f"{name}_{trigger}_sensor",
+        name=Sensor.retrain(name, trigger),
         job=job,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Retrains {name} when {', '.join(sorted({c.name for c in checks}))} fails on a batch.",
+        description=description + ".",
     )
     def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        cursor = int(context.cursor or 0)
+        instance = context.instance
+        cursor = CheckCursor.decode(context.cursor)
+        settled = settle(cursor, read_check_records(instance, checks, cursor) if checks else [])
+        in_progress = _active_run(instance, job.name, name)
+        trained_until = _trained_until(instance, pipeline)
         decision = decide_retrain(
             model=name,
             trigger=trigger,
-            events=_check_events(context.instance, checks),
-            cursor=cursor,
-            retrain_in_progress=_active_run(context.instance, job.name),
+            completed=settled.completed,
+            retrain_in_progress=in_progress,
+            trained_until=trained_until,
+            covered=_covered(instance, job.name, name, trigger) if any(r.failed for r in settled.completed) else (),
         )
-        if decision.run_key is None and cadence:
-            decision = _cadence(context.instance, pipeline) or decision
-            trigger_tag = "schedule" if decision.run_key else trigger
-        else:
-            trigger_tag = trigger
-        context.update_cursor(str(decision.cursor or cursor))
+        trigger_tag = trigger
+        if decision.run_key is None and every is not None:
+            scheduled = decide_cadence(
+                model=name,
+                every=every,
+                scored=list(instance.get_materialized_partitions(pipeline.key(Asset.DRIFT_REPORT))),
+                trained_until=trained_until,
+                retrain_in_progress=in_progress,
+            )
+            if scheduled is not None:
+                decision = replace(scheduled, acted_on=decision.acted_on)
+                trigger_tag = "schedule"
+        acted = {r.record_id for r in decision.acted_on}
+        context.update_cursor(settled.cursor(r for r in settled.completed if r.record_id not in acted).encode())
         if decision.run_key is None:
-            return dg.SkipReason(decision.reason)
-        context.log.info("%s: %s; requesting a retrain up to batch %s", name, decision.reason, decision.batch)
+            return dg.SkipReason(decision.reason or f"no {trigger} check failed and no retrain is due")
+        context.log.info("%s: %s; requesting a retrain up to batch %s", name, decision.reason, decision.until)
+        tags = {
+            **pipeline.tags,
+            TAG_TRIGGER: trigger_tag,
+            TAG_BATCH: decision.batch or "",
+            TAG_REASON: decision.reason[:200],
+        }
+        if decision.records:
+            tags[TAG_CHECK_RECORDS] = ",".join(str(i) for i in decision.records)
         return dg.RunRequest(
             run_key=decision.run_key,
-            run_config={"ops": {training_op: {"config": {"until": decision.batch}}}},
-            tags={
-                **pipeline.tags,
-                TAG_TRIGGER: trigger_tag,
-                TAG_BATCH: decision.batch or "",
-                TAG_REASON: decision.reason[:200],
-            },
+            run_config={"ops": {training_op: {"config": {"until": decision.until}}}},
+            tags=tags,
         )
 
     return retrain_sensor
 
 
-def _cadence(instance: dg.DagsterInstance, pipeline: ModelPipeline) -> RetrainDecision | None:
-    every = pipeline.spec.monitoring.retrain_every
-    if every is None:
-        return None
-    scored = list(instance.get_materialized_partitions(pipeline.key("drift_report")))
-    event = instance.get_latest_materialization_event(pipeline.key("training_dataset"))
-    if event is None or event.asset_materialization is None:
-        return None
-    until = event.asset_materialization.metadata.get(Meta.WINDOW_UNTIL)
-    return decide_cadence(
-        model=pipeline.name, every=every, scored=scored, trained_until=str(until.value) if until else None
-    )
-
-
 def build_check_alert_sensor(
     pipeline: ModelPipeline, *, checks: Sequence[dg.AssetCheckKey], interval_seconds: int
 ) -> dg.SensorDefinition:
-    """Reports every failed asset check of the model to the alert sink.
+    """Reports every failed asset check of the model to the alert sink, once per check record.
 
     Failed checks do not fail runs, so run-failure sensors never see them; this one reads the
-    check results themselves. A sink that fails makes the tick fail, visibly.
+    check records themselves. Alerts go out oldest first; the cursor keeps every one not yet
+    delivered, so a webhook that fails or is slow delays alerts and never drops them. A tick that
+    delivered nothing because the webhook failed fails, visibly.
     """
     name = pipeline.name
 
     @dg.sensor(
-        name=f"{name}_check_alert_sensor",
+        name=Sensor.check_alert(name),
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Sends failed asset checks of {name} to the alert sink (Dagster log; webhook if configured).",
     )
     def check_alert_sensor(context: dg.SensorEvaluationContext, alerts: AlertSink) -> dg.SkipReason:
-        cursor = int(context.cursor or 0)
-        new = sorted(
-            (e for e in _check_events(context.instance, checks) if e.record_id > cursor), key=lambda e: e.record_id
-        )
-        failed = [e for e in new if not e.passed]
-        for event in failed:
-            alerts.send(
-                context.log,
-                f"{name}: check {event.check} failed on batch {event.batch or '(unpartitioned)'}",
-                {"model": name, "check": event.check, "batch": event.batch, "record_id": event.record_id},
+        deadline = time.monotonic() + alerts.tick_budget_seconds
+        # A delivery starts only if it can run to its own timeout, so the budget never cuts one
+        # off half-sent (which the receiver might have taken, and would then get twice).
+        per_send = min(alerts.timeout_seconds, alerts.tick_budget_seconds)
+        cursor = CheckCursor.decode(context.cursor)
+        settled = settle(cursor, read_check_records(context.instance, checks, cursor))
+        failed = [r for r in settled.completed if r.failed]
+        delivered: list[CheckRecord] = []
+        error: AlertDeliveryError | None = None
+        for record in failed:
+            if deadline - time.monotonic() < per_send:
+                break
+            try:
+                alerts.send(context.log, alert_text(name, record), _details(name, record), deadline=deadline)
+            except AlertDeliveryError as e:
+                error = e
+                break
+            delivered.append(record)
+        waiting = [r for r in failed if r not in delivered]
+        if error is not None and not delivered:
+            raise AlertDeliveryError(f"{name}: {len(waiting)} alert(s) wait for delivery: {error}") from error
+        context.update_cursor(settled.cursor(waiting).encode())
+        summary = f"sent {len(delivered)} alert(s) for {len(settled.completed)} new check result(s)"
+        if waiting:
+            why = (
+                f"the webhook failed: {error}"
+                if error
+                else f"the tick's {alerts.tick_budget_seconds:g}s budget ran out"
             )
-        if new:
-            context.update_cursor(str(new[-1].record_id))
-        return dg.SkipReason(
-            f"sent {len(failed)} alert(s) for {len(new)} new check result(s)" if new else "no new check result"
-        )
+            context.log.error("%s: %d alert(s) wait for the next tick, %s", name, len(waiting), why)
+            summary += f"; {len(waiting)} wait for the next tick ({why})"
+        return dg.SkipReason(summary if settled.completed else "no new check result")
 
     return check_alert_sensor
+
+
+def _details(model: str, record: CheckRecord) -> dict[str, object]:
+    return {
+        "model": model,
+        "check": record.check,
+        "check_key": record.key,
+        "batch": record.batch,
+        "record_id": record.record_id,
+        "run_id": record.run_id,
+        "description": record.description,
+    }
 
 
 def build_recheck_schedule(
@@ -221,7 +450,7 @@ def build_recheck_schedule(
     def recheck_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         from mlops_assets.ml.data import sorted_batches
 
-        ready = sorted_batches(context.instance.get_materialized_partitions(pipeline.key("features")))
+        ready = sorted_batches(context.instance.get_materialized_partitions(pipeline.key(Asset.FEATURES)))
         if not ready:
             return dg.SkipReason(f"{name} has no batch with features yet")
         latest = ready[-1]

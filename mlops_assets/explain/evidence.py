@@ -63,7 +63,12 @@ def blocking_check_failures(
         )
         for record in history:
             evaluation = record.evaluation
-            if evaluation is None or evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
+            # A record still planned (its run queued or running) holds the planned event instead.
+            if (
+                not isinstance(evaluation, dg.AssetCheckEvaluation)
+                or evaluation.passed
+                or evaluation.severity != dg.AssetCheckSeverity.ERROR
+            ):
                 continue
             failed.append((check, record, evaluation))
     if not failed:

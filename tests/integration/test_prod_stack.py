@@ -75,6 +75,7 @@ def test_the_env_file_selects_the_prod_profile(prod_stack: ProdStack) -> None:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds > 0
     assert "127.0.0.1" in prod_stack.run("status")
 
 
