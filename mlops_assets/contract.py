@@ -43,6 +43,8 @@ class LakeFolder:
     PRODUCTION_EVALUATION: Final = "production_evaluation"
     # Per-epoch training checkpoints of torch models, keyed by training fingerprint.
     CHECKPOINTS: Final = "checkpoints"
+    # The HTML evaluation report of each promotion decision (``evaluation_report_file``).
+    EVALUATION_REPORT: Final = "evaluation_report"
 
 
 class TrainingFile:
@@ -70,6 +72,24 @@ def version_record(version: str) -> str:
 def run_record(run_id: str) -> str:
     """The lake partition of a document one run writes for the next steps of the same run."""
     return f"run-{run_id}"
+
+
+def figure_file(run_id: str, figure: str) -> str:
+    """The lake partition (under ``evaluation/``, ext ``png``) of one figure of a run's evaluation.
+
+    Keyed by the Dagster run like the evaluation document itself, so the promotion of the same run
+    puts exactly the figures of the evaluation it decides on into its report.
+    """
+    return f"{run_record(run_id)}/{figure}"
+
+
+def evaluation_report_file(version: str, run_id: str) -> str:
+    """The lake partition (under ``evaluation_report/``, ext ``html``) of one decision's report.
+
+    One file per decision (the deciding run), grouped by version: a version decided twice (a
+    rejection, then an override) keeps both reports.
+    """
+    return f"{version_record(version)}/{run_record(run_id)}"
 
 
 def op_name(model: str, asset: str) -> str:
@@ -184,6 +204,12 @@ class Artifact:
     REFERENCE_PROFILE: Final = "reference_profile.bin"
     DECISION: Final = "decision.json"
     MODEL_CARD: Final = "model_card.md"
+    # The decision's HTML evaluation report (also in the lake, ``evaluation_report_file``).
+    EVALUATION_REPORT: Final = "evaluation_report.html"
+
+
+# Run artifact folder (under ``ARTIFACT_DIR``) of the evaluation figures, one ``<name>.png`` each.
+FIGURES_DIR: Final = "figures"
 
 
 def artifact_path(artifact: str) -> str:
@@ -210,6 +236,8 @@ class Meta:
     TO_VERSION: Final = "to_version"
     REASON: Final = "reason"
     MODEL_CARD: Final = "model_card"
+    # On ``promotion``: the decision's HTML evaluation report in the lake.
+    EVALUATION_REPORT: Final = "evaluation_report"
 
 
 # Asset checks that sensors watch.

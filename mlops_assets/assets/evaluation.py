@@ -10,6 +10,7 @@ a ``records.PromotionRecord`` kept as ``promotion/v<version>.json`` in the lake 
 """
 
 import datetime as dt
+import time
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -26,13 +27,17 @@ from mlops_assets.assets.common import (
 from mlops_assets.contract import (
     CHALLENGER,
     CHAMPION,
+    FIGURES_DIR,
     Artifact,
     Asset,
     Fairness,
+    LakeFolder,
     Meta,
     MlflowTag,
     TrainingFile,
     artifact_path,
+    evaluation_report_file,
+    figure_file,
     registry_pool,
     run_record,
     training_file,
@@ -51,6 +56,7 @@ from resources.registry import MlflowRegistry, RegisteredModel
 
 if TYPE_CHECKING:
     from mlops_assets.ml.evaluation import Evaluation
+    from mlops_assets.ml.figures import PngFigure
     from mlops_assets.ml.promotion import BatchEvidence, Decision
     from resources.registry import ChampionMove
 
@@ -65,6 +71,8 @@ COMPARISON_COLUMNS = [
     "parity_gap",
     "odds_gap",
 ]
+# The lake file (``figure_file``) listing a run's evaluation figures: their names and titles.
+FIGURE_INDEX = "figures"
 GROUP_COLUMNS = ["feature", "group", "count", "accuracy", "selection_rate", "true_positive_rate", "false_positive_rate"]
 
 
@@ -99,9 +107,10 @@ def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     @retry_on_tracking_outage
     def evaluation(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
         candidate = candidate_of_run(context, pipeline, registry)
-        report = evaluate_against_champion(context, pipeline, candidate, lake=lake, registry=registry)
+        report, figures = evaluate_against_champion(context, pipeline, candidate, lake=lake, registry=registry)
         lake.write_json(spec.name, Asset.EVALUATION, report.to_dict(), run_record(context.run_id))
-        return evaluation_result(report)
+        figure_uris = keep_figures(lake, registry, spec.name, candidate.run_id, context.run_id, figures)
+        return evaluation_result(report, figure_uris)
 
     @dg.asset(
         key=pipeline.key(Asset.PROMOTION),
@@ -136,7 +145,10 @@ def build_evaluation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         # A no-op decision ("already champion") evaluates no gate; keeping it would hide the
         # decision that did, which is what explain and the model card must show.
         record_uri = keep_record(lake, registry, candidate.run_id, record) if decision.gates else "(unchanged)"
-        return promotion_result(registry, spec.name, decision, record, evidence, move, record_uri)
+        report_uri = None
+        if decision.gates:
+            report_uri = keep_evaluation_report(lake, registry, candidate.run_id, report, decision, record)
+        return promotion_result(registry, spec.name, decision, record, evidence, move, record_uri, report_uri)
 
     return [evaluation, promotion]
 
@@ -174,10 +186,12 @@ def evaluate_against_champion(
     *,
     lake: Lake,
     registry: MlflowRegistry,
-) -> EvaluationReport:
-    """The candidate and the current champion scored on the candidate's holdout."""
+) -> "tuple[EvaluationReport, list[PngFigure]]":
+    """The candidate and the current champion scored on the candidate's holdout, and the figures
+    of both on it (``ml.figures``: drawn here, where the scores are, with matplotlib's Agg canvas)."""
     from mlops_assets.ml.data import LABEL
     from mlops_assets.ml.evaluation import evaluate
+    from mlops_assets.ml.figures import ScoredModel, evaluation_figures
     from mlops_assets.ml.trainers import prepare_inputs
 
     spec = pipeline.spec
@@ -186,19 +200,55 @@ def evaluate_against_champion(
     inputs = prepare_inputs(holdout, pipeline.columns.numeric, pipeline.columns.categorical)
     champion = registry.by_alias(spec.name, CHAMPION)
     scored: dict[str, ScoredVersion] = {}
+    drawn: dict[str, ScoredModel] = {}
     for role, version in (("candidate", candidate), ("champion", champion)):
         if version is None:
             continue
         proba = registry.load_model(version).predict_proba(inputs)[:, 1]
         scored[role] = ScoredVersion(version.version, evaluate(y, proba, holdout[spec.sensitive_features]))
+        drawn[role] = ScoredModel(role, version.version, proba, scored[role].evaluation)
         context.log.info("%s %s v%s: %s", spec.name, role, version.version, scored[role].evaluation.metrics)
-    return EvaluationReport(
+    started = time.perf_counter()
+    figures = evaluation_figures(y=y, candidate=drawn["candidate"], champion=drawn.get("champion"), gates=spec.gates)
+    context.log.info("%s: %d evaluation figures drawn in %.2fs", spec.name, len(figures), time.perf_counter() - started)
+    report = EvaluationReport(
         candidate=scored["candidate"],
         champion=scored.get("champion"),
         holdout_rows=len(holdout),
         training_fingerprint=candidate.tags.get(MlflowTag.TRAINING_FINGERPRINT),
         dagster_run_id=context.run_id,
     )
+    return report, figures
+
+
+def keep_figures(
+    lake: Lake, registry: MlflowRegistry, name: str, mlflow_run_id: str, dagster_run_id: str, figures: "list[PngFigure]"
+) -> list[str]:
+    """The evaluation's figures on the candidate's MLflow run (``mlops/figures/<name>.png``) and in
+    the lake beside the evaluation document, with an index of names and titles that the same
+    run's promotion reads to put them into its report. Returns the run artifacts' URIs."""
+    for figure in figures:
+        lake.write_bytes(name, Asset.EVALUATION, figure.png, figure_file(dagster_run_id, figure.name), "png")
+    index = [{"name": f.name, "title": f.title} for f in figures]
+    lake.write_json(name, Asset.EVALUATION, index, figure_file(dagster_run_id, FIGURE_INDEX))
+    return registry.log_run_files(mlflow_run_id, artifact_path(FIGURES_DIR), {f.filename: f.png for f in figures})
+
+
+def figures_of_run(lake: Lake, name: str, dagster_run_id: str) -> "list[PngFigure]":
+    """The figures the evaluation of ``dagster_run_id`` drew (none for an evaluation made before
+    figures were drawn)."""
+    from mlops_assets.ml.figures import PngFigure
+
+    if not lake.exists(name, Asset.EVALUATION, figure_file(dagster_run_id, FIGURE_INDEX), "json"):
+        return []
+    return [
+        PngFigure(
+            entry["name"],
+            entry["title"],
+            lake.read_bytes(name, Asset.EVALUATION, figure_file(dagster_run_id, entry["name"]), "png"),
+        )
+        for entry in lake.read_json(name, Asset.EVALUATION, figure_file(dagster_run_id, FIGURE_INDEX))
+    ]
 
 
 def comparison_row(role: str, scored: ScoredVersion) -> dict[str, object]:
@@ -220,7 +270,7 @@ def group_table(evaluation: "Evaluation") -> dg.TableMetadataValue:
     return table(rows, GROUP_COLUMNS)
 
 
-def evaluation_result(report: EvaluationReport) -> dg.MaterializeResult:
+def evaluation_result(report: EvaluationReport, figure_uris: list[str]) -> dg.MaterializeResult:
     candidate, champion = report.candidate, report.champion
     rows = [comparison_row("candidate", candidate)] + ([comparison_row("champion", champion)] if champion else [])
     return dg.MaterializeResult(
@@ -231,6 +281,7 @@ def evaluation_result(report: EvaluationReport) -> dg.MaterializeResult:
             **{f"candidate_{k}": v for k, v in candidate.evaluation.metrics.items() if v is not None},
             "comparison": table(rows, COMPARISON_COLUMNS),
             "candidate_by_group": group_table(candidate.evaluation),
+            "figures": dg.MetadataValue.md("\n".join(f"- `{uri}`" for uri in figure_uris) or "(none)"),
         }
     )
 
@@ -383,6 +434,43 @@ def keep_record(lake: Lake, registry: MlflowRegistry, run_id: str, record: Promo
     return registry.log_run_text(run_id, artifact_path(Artifact.DECISION), record.to_json())
 
 
+def keep_evaluation_report(
+    lake: Lake,
+    registry: MlflowRegistry,
+    mlflow_run_id: str,
+    report: EvaluationReport,
+    decision: "Decision",
+    record: PromotionRecord,
+) -> str:
+    """The decision's self-contained HTML evaluation report (``ml.report``), in the lake at
+    ``evaluation_report/v<version>/run-<run id>.html`` and as artifact ``mlops/evaluation_report.html``
+    of the candidate's run. Returns the lake path (or URI on an object store)."""
+    from mlops_assets.ml.evaluation import DECISION_THRESHOLD
+    from mlops_assets.ml.report import evaluation_report
+
+    name = str(record.model)
+    page = evaluation_report(
+        model=name,
+        decision=decision,
+        candidate=report.candidate.evaluation,
+        champion=report.champion.evaluation if report.champion else None,
+        figures=figures_of_run(lake, name, str(report.dagster_run_id)),
+        threshold=DECISION_THRESHOLD,
+        generated_at=record.at,
+    )
+    partition = evaluation_report_file(record.version, record.dagster_run_id)
+    lake.write_bytes(name, LakeFolder.EVALUATION_REPORT, page.encode(), partition, "html")
+    registry.log_run_text(mlflow_run_id, artifact_path(Artifact.EVALUATION_REPORT), page)
+    return lake.uri(name, LakeFolder.EVALUATION_REPORT, partition, "html")
+
+
+def report_link(uri: str | None) -> dg.MetadataValue:
+    """A link the Dagster UI shows: a local file as a path, an object-store file as a URL."""
+    if uri is None:
+        return dg.MetadataValue.text("(no decision was made)")
+    return dg.MetadataValue.url(uri) if "://" in uri else dg.MetadataValue.path(uri)
+
+
 def promotion_result(
     registry: MlflowRegistry,
     name: str,
@@ -391,10 +479,12 @@ def promotion_result(
     evidence: "list[BatchEvidence]",
     move: "ChampionMove | None",
     record_uri: str,
+    report_uri: str | None,
 ) -> dg.MaterializeResult:
     champion_after = decision.candidate_version if decision.promote else decision.champion_version
     return dg.MaterializeResult(
         metadata={
+            Meta.EVALUATION_REPORT: report_link(report_uri),
             Meta.DECISION: record.outcome,
             "candidate_version": decision.candidate_version,
             "champion_before": decision.champion_version or "(none)",

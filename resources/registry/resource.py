@@ -141,6 +141,17 @@ class MlflowRegistry(dg.ConfigurableResource):
         self.client().log_text(run_id, text, path)
         return f"runs:/{run_id}/{path}"
 
+    def log_run_files(self, run_id: str, folder: str, files: dict[str, bytes]) -> list[str]:
+        """Writes each ``name -> bytes`` as artifact ``folder/name`` of a (finished) run in one
+        upload; returns their ``runs:/`` URIs."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="mlops-artifacts-") as staging:
+            for filename, data in files.items():
+                (Path(staging) / filename).write_bytes(data)
+            self.client().log_artifacts(run_id, staging, folder)
+        return [f"runs:/{run_id}/{folder}/{filename}" for filename in files]
+
     def model_signature(self, model: RegisteredModel) -> dict[str, Any] | None:
         """The signature in the version's MLmodel file (inputs and outputs as JSON), or None."""
         return tracking.model_signature(self.client(), model.name, model.version, tracking_uri=self.tracking_uri)
