@@ -34,6 +34,8 @@ class Asset:
     CHAMPION_ROLLBACK: Final = "champion_rollback"
     MODEL_CARD: Final = "model_card"
     EXPLANATION: Final = "explanation"
+    # Per-row contributions of each input column to the scoring version's raw output.
+    ATTRIBUTIONS: Final = "attributions"
 
 
 class LakeFolder:
@@ -206,6 +208,8 @@ class Artifact:
     MODEL_CARD: Final = "model_card.md"
     # The decision's HTML evaluation report (also in the lake, ``evaluation_report_file``).
     EVALUATION_REPORT: Final = "evaluation_report.html"
+    # What explaining the version's scores needs from its training rows (``AttributionBaseline``).
+    ATTRIBUTION_BASELINE: Final = "attribution_baseline.json"
 
 
 # Run artifact folder (under ``ARTIFACT_DIR``) of the evaluation figures, one ``<name>.png`` each.
@@ -242,6 +246,8 @@ class Meta:
 
 # Asset checks that sensors watch.
 DRIFT_CHECK: Final = "drift_within_tolerance"
+# On ``attributions``: the batch's importance ranking against the training baseline's.
+ATTRIBUTION_DRIFT_CHECK: Final = "attribution_drift"
 
 
 def column_drift_check(column: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from mlops_assets.assets.attributions import build_attribution_assets
 from mlops_assets.assets.common import ModelPipeline
 from mlops_assets.assets.deployment import build_deployment_assets, fairness_checks
 from mlops_assets.assets.evaluation import build_evaluation_assets
@@ -12,7 +13,7 @@ from mlops_assets.assets.governance import build_governance_assets, build_rollba
 from mlops_assets.assets.ingestion import build_ingestion_assets
 from mlops_assets.assets.training import build_training_assets
 from mlops_assets.assets.validation import build_validation_assets
-from mlops_assets.contract import DRIFT_CHECK, TAG_MAX_RUNTIME, Asset, Job
+from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, DRIFT_CHECK, TAG_MAX_RUNTIME, Asset, Job
 from mlops_assets.k8s import training_op_tags
 from sensors.builders import (
     build_check_alert_sensor,
@@ -22,7 +23,15 @@ from sensors.builders import (
     build_run_watchdog_sensor,
 )
 
-BATCH_ASSETS = (Asset.RAW_BATCH, Asset.VALIDATED_BATCH, Asset.FEATURES, Asset.PREDICTIONS, Asset.DRIFT_REPORT)
+BATCH_ASSETS = (
+    Asset.RAW_BATCH,
+    Asset.VALIDATED_BATCH,
+    Asset.FEATURES,
+    Asset.PREDICTIONS,
+    Asset.DRIFT_REPORT,
+    # Its own step after predictions: explaining never holds up scoring.
+    Asset.ATTRIBUTIONS,
+)
 RETRAIN_ASSETS = (Asset.TRAINING_DATASET, Asset.MODEL, Asset.EVALUATION, Asset.PROMOTION)
 # Run monitoring ends a run that outlives these (dagster/max_runtime), on every run launcher: a
 # bound for runs whose processes died where nothing else notices. Far above what the jobs take
@@ -49,6 +58,7 @@ def build_pipeline(
         *build_training_assets(pipeline, op_tags=training_op_tags(pipeline.spec.training, on_kubernetes=on_kubernetes)),
         *build_evaluation_assets(pipeline),
         *build_deployment_assets(pipeline),
+        *build_attribution_assets(pipeline),
         *build_governance_assets(pipeline),
     ]
     score_batch = dg.define_asset_job(
@@ -76,9 +86,12 @@ def build_pipeline(
     drift = [dg.AssetCheckKey(pipeline.key(Asset.DRIFT_REPORT), DRIFT_CHECK)]
     fairness = [dg.AssetCheckKey(pipeline.key(Asset.PREDICTIONS), c) for c in fairness_checks(pipeline)]
     validation = [spec.key for spec in _check_specs(assets, pipeline.key(Asset.VALIDATED_BATCH))]
+    attribution = [dg.AssetCheckKey(pipeline.key(Asset.ATTRIBUTIONS), ATTRIBUTION_DRIFT_CHECK)]
     sensors = [
         build_landing_sensor(pipeline, job=score_batch, interval_seconds=interval),
-        build_check_alert_sensor(pipeline, checks=[*validation, *drift, *fairness], interval_seconds=interval),
+        build_check_alert_sensor(
+            pipeline, checks=[*validation, *drift, *fairness, *attribution], interval_seconds=interval
+        ),
         build_run_watchdog_sensor(pipeline, interval_seconds=interval),
     ]
     cadence = monitoring.retrain_every is not None

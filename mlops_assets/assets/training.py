@@ -272,6 +272,7 @@ def train_and_register(
     returns the version and its training ROC AUC."""
     from sklearn.metrics import roc_auc_score
 
+    from mlops_assets.ml.attribution import fit_baseline
     from mlops_assets.ml.data import LABEL
     from mlops_assets.ml.drift import ReferenceProfile
     from mlops_assets.ml.trainers import build_estimator, effective_params, prepare_inputs
@@ -297,6 +298,15 @@ def train_and_register(
     else:
         estimator.fit(inputs, y)
     train_auc = float(roc_auc_score(y, estimator.predict_proba(inputs)[:, 1]))
+    # Explaining the version's scores later needs its training rows' expectations and importance.
+    baseline = fit_baseline(
+        spec.training.model,
+        estimator,
+        inputs,
+        numeric=numeric,
+        categorical=categorical,
+        integration_steps=spec.explain.integration_steps,
+    )
     profile = ReferenceProfile.build(
         train, numerical=numeric, categorical=[*categorical, *spec.sensitive_features], seed=spec.training.seed
     )
@@ -319,6 +329,7 @@ def train_and_register(
             Artifact.REFERENCE_PROFILE: profile.to_bytes(),
             Artifact.VALIDATION_SUITE: lake.read_bytes(spec.name, Asset.VALIDATION_SUITE, ext="json"),
             Artifact.TRAINING_MANIFEST: manifest.to_json(),
+            Artifact.ATTRIBUTION_BASELINE: baseline.to_json().encode(),
         },
         run_id=run_id,
     )

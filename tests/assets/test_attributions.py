@@ -1,0 +1,71 @@
+"""The ``attributions`` asset through ``dg.materialize``: real GSS rows scored by a real registered
+version (MLflow on SQLite), explained in their own step, stored beside the predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, Asset, Meta
+from mlops_assets.ml.attribution import read_attributions, row_explanation
+from mlops_assets.ml.attribution.storage import REST, top_value
+from mlops_assets.ml.trainers import prepare_inputs
+from tests.assets.pipeline_harness import Harness
+from tests.conftest import GSS_FEATURES, write_gss_pipeline
+
+NAME = "gss_slice"
+
+
+@pytest.fixture(scope="module", params=["sklearn_logreg", "sklearn_hgb"])
+def explained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    root = tmp_path_factory.mktemp(request.param)
+    training = {"initial_until": 1976, "model": request.param, "seed": 7}
+    h = Harness(root / "home", write_gss_pipeline(root, [1974, 1975, 1976, 2010], training=training), NAME)
+    h.history("1976")
+    scored = h.materialize([Asset.RAW_BATCH, Asset.VALIDATED_BATCH, Asset.FEATURES, Asset.PREDICTIONS], "2010")
+    assert scored.success, h.failure_message(scored)
+    result = h.materialize([Asset.ATTRIBUTIONS], "2010")
+    assert result.success, h.failure_message(result)
+    h.check_result = result  # type: ignore[attr-defined]
+    return h
+
+
+def test_base_plus_contributions_is_the_scoring_versions_raw_output(explained: Harness) -> None:
+    lake, registry = explained.resources["lake"], explained.resources["registry"]
+    predictions = lake.read_frame(NAME, Asset.PREDICTIONS, "2010")
+    path = lake.path(NAME, Asset.ATTRIBUTIONS, "2010")
+    assert Path(path).parent.parent == Path(lake.path(NAME, Asset.PREDICTIONS, "2010")).parent.parent
+    info, stored = read_attributions(path)
+    version = registry.get(NAME, str(predictions[Meta.MODEL_VERSION].iloc[0]))
+    assert info.model_version == version.version and info.model_family == version.family
+    assert stored["row"].tolist() == predictions["row"].tolist()
+    # The model's own raw output on the same rows, computed independently of the explainer.
+    features = lake.read_frame(NAME, Asset.FEATURES, "2010")
+    raw = registry.load_version(version).decision_function(
+        prepare_inputs(features, GSS_FEATURES["numeric"], GSS_FEATURES["categorical"])
+    )
+    total = stored["base_value"] + stored[[top_value(i) for i in range(1, info.top_k + 1)]].sum(axis=1) + stored[REST]
+    assert len(stored) == len(predictions) > 100
+    assert np.max(np.abs(total.to_numpy() - raw)) <= 1e-9
+    # The stored score is the sigmoid of that raw output.
+    assert np.max(np.abs(1 / (1 + np.exp(-raw)) - predictions["score"].to_numpy())) <= 1e-9
+    one = row_explanation(path, 17)
+    assert one.model_version == version.version
+    assert abs(one.base_value + sum(c.value for c in one.top) + one.rest - raw[17]) <= 1e-9
+    assert {c.column for c in one.top} <= set(GSS_FEATURES["numeric"]) | set(GSS_FEATURES["categorical"])
+
+
+def test_the_batch_gets_an_attribution_drift_check_against_training(explained: Harness) -> None:
+    evaluations = [
+        e for e in explained.check_result.get_asset_check_evaluations() if e.check_name == ATTRIBUTION_DRIFT_CHECK
+    ]
+    assert len(evaluations) == 1
+    metadata = {k: v.value for k, v in evaluations[0].metadata.items()}
+    assert metadata[Meta.BATCH] == "2010"
+    assert 0.0 < metadata["ndcg"] <= 1.0 and metadata["threshold"] == 0.9
+    assert evaluations[0].passed == (metadata["ndcg"] >= 0.9)
+    assert sorted(metadata["batch_ranking"]) == sorted(GSS_FEATURES["numeric"] + GSS_FEATURES["categorical"])
+    meta = explained.metadata(Asset.ATTRIBUTIONS, "2010")
+    assert meta["max_abs_residual"] <= 1e-9 and meta["dagster/row_count"] > 100
