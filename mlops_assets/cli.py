@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     subject = explain_parser.add_mutually_exclusive_group(required=True)
     subject.add_argument("--batch", help="explain this batch's predictions")
     subject.add_argument("--version", help="explain this registered version")
+    explain_parser.add_argument(
+        "--row", type=int, help="with --batch: why this row got its score (its stored attributions)"
+    )
     explain_parser.add_argument("--json", action="store_true", help="print the lineage as JSON")
     rollback_parser = commands.add_parser("rollback", help="move the champion back to an earlier champion")
     rollback_parser.add_argument("model", help="spec name")
@@ -86,6 +89,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
         if args.model not in {s.name for s in specs}:
             parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
         if args.command == "explain":
+            if args.row is not None:
+                if args.batch is None:
+                    parser.error("--row: needs --batch (the batch the row was scored in)")
+                return explain_row_command(settings, args.model, batch=args.batch, row=args.row, as_json=args.json)
             return explain_command(settings, args.model, batch=args.batch, version=args.version, as_json=args.json)
         if args.command == "rollback":
             if not args.reason.strip():
@@ -123,6 +130,23 @@ def _instance(settings: Settings) -> dg.DagsterInstance | None:
     return dg.DagsterInstance.from_config(str(home))
 
 
+def explain_row_command(settings: Settings, model: str, *, batch: str, row: int, as_json: bool) -> int:
+    """Prints why one row of a batch got its score, from the batch's stored attributions."""
+    from mlops_assets.explain.attributions import render_row, row_of_batch
+
+    _, lake = _registry_and_lake(settings)
+    try:
+        explained, prediction = row_of_batch(lake, model, batch, row)
+    except LookupError as e:
+        print(f"mlops explain: {e}")
+        return 1
+    if as_json:
+        print(json.dumps({**explained.to_dict(), "prediction": prediction}, indent=1, default=str))
+    else:
+        print(render_row(model, explained, prediction))
+    return 0
+
+
 def explain_command(settings: Settings, model: str, *, batch: str | None, version: str | None, as_json: bool) -> int:
     """Prints the lineage of a batch's predictions or of a version (fast: no ML library)."""
     from mlops_assets.explain import explain, render_text
@@ -137,7 +161,15 @@ def explain_command(settings: Settings, model: str, *, batch: str | None, versio
     finally:
         if instance is not None:
             instance.dispose()
-    print(json.dumps(doc.to_dict(), indent=1, default=str) if as_json else render_text(doc))
+    if as_json:
+        print(json.dumps(doc.to_dict(), indent=1, default=str))
+        return 0
+    print(render_text(doc))
+    if version is not None:
+        from mlops_assets.explain.attributions import render_importance, version_importance
+
+        print()
+        print(render_importance(version_importance(registry, doc.version.mlflow_run_id)))
     return 0
 
 

@@ -213,7 +213,11 @@ def read_card(lake: Lake, name: str, version: str | None) -> str:
 def publish_card(name: str, version: str, lake: Lake, registry: MlflowRegistry, instance: dg.DagsterInstance) -> str:
     """The version's model card, written to the lake and logged to its MLflow run; returns its URI."""
     from mlops_assets.explain import explain, render_model_card
+    from mlops_assets.explain.attributions import render_importance, version_importance
 
     card = render_model_card(explain(model=name, registry=registry, lake=lake, instance=instance, version=version))
+    # What the version relies on, from its training-time attribution baseline.
+    importance = version_importance(registry, registry.get(name, version).run_id)
+    card = f"{card.rstrip()}\n\n{render_importance(importance, markdown=True)}"
     lake.write_bytes(name, Asset.MODEL_CARD, card.encode(), version_record(version), "md")
     return registry.log_run_text(registry.get(name, version).run_id, artifact_path(Artifact.MODEL_CARD), card)

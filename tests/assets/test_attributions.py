@@ -69,3 +69,80 @@ def test_the_batch_gets_an_attribution_drift_check_against_training(explained: H
     assert sorted(metadata["batch_ranking"]) == sorted(GSS_FEATURES["numeric"] + GSS_FEATURES["categorical"])
     meta = explained.metadata(Asset.ATTRIBUTIONS, "2010")
     assert meta["max_abs_residual"] <= 1e-9 and meta["dagster/row_count"] > 100
+
+
+def _cli_env(h: Harness, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = {"MLOPS_HOME": str(h.settings.home), "MLOPS_PIPELINES": str(h.settings.pipelines)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def test_explain_a_row_prints_version_prediction_base_and_top_contributions(
+    explained: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = _cli_env(explained, monkeypatch)
+    lake = explained.resources["lake"]
+    predictions = lake.read_frame(NAME, Asset.PREDICTIONS, "2010")
+    one = row_explanation(lake.path(NAME, Asset.ATTRIBUTIONS, "2010"), 17)
+    probe = (
+        f"import sys; from mlops_assets.cli import main; rc = main(['explain', {NAME!r}, '--batch', '2010', '--row', "
+        "'17']); print('HEAVY', sorted(m for m in ('torch', 'sklearn', 'mlflow', 'matplotlib') if m in sys.modules));"
+        " sys.exit(rc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    version = str(predictions[Meta.MODEL_VERSION].iloc[0])
+    score = float(predictions.loc[predictions["row"] == 17, "score"].iloc[0])
+    assert out.startswith(f"{NAME}, batch 2010, row 17: prediction {int(score >= 0.5)} (score {score:.4f}) made by ")
+    assert f"version {version} (models:/{NAME}/{version})" in out.splitlines()[0]
+    assert f"base value               {one.base_value:+10.4f}" in out
+    for c in one.top:
+        assert f"  {c.column:<24} {c.value:>+10.4f}" in out
+    assert f"= raw output             {one.raw_output:+10.4f}" in out
+    assert "HEAVY []" in out
+
+
+def test_explain_a_row_says_what_is_missing(
+    explained: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlops_assets.cli import main
+
+    _cli_env(explained, monkeypatch)
+    rows = len(explained.resources["lake"].read_frame(NAME, Asset.PREDICTIONS, "2010"))
+    assert main(["explain", NAME, "--batch", "2010", "--row", str(rows)]) == 1
+    assert f"batch 2010: no explained row {rows}; it has {rows} rows" in capsys.readouterr().out
+    assert main(["explain", NAME, "--batch", "1975", "--row", "0"]) == 1
+    assert f"{NAME}: batch 1975 has no predictions" in capsys.readouterr().out
+
+
+def test_explain_a_version_prints_its_global_importance(
+    explained: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlops_assets.cli import main
+    from mlops_assets.ml.attribution import AttributionBaseline
+
+    _cli_env(explained, monkeypatch)
+    registry = explained.resources["registry"]
+    version = registry.by_alias(NAME, "champion")
+    baseline = AttributionBaseline.from_json(
+        registry.run_artifact(version.run_id, "mlops/attribution_baseline.json").decode()
+    )
+    assert baseline.rows > 100 and baseline.family == version.family
+    assert main(["explain", NAME, "--version", version.version]) == 0
+    out = capsys.readouterr().out
+    section = out.split("Global importance (mean |contribution| on the training rows)\n")[1].splitlines()
+    ranked = sorted(baseline.importance.items(), key=lambda kv: -kv[1])
+    assert section == [f"  {i:>2}. {c:<24} {v:.4f}" for i, (c, v) in enumerate(ranked, 1)]
+    card = explained.materialize([Asset.MODEL_CARD])
+    assert card.success, explained.failure_message(card)
+    text = explained.metadata(Asset.MODEL_CARD)["champion_card"]
+    assert "## Global importance" in text
+    assert f"| 1 | `{ranked[0][0]}` | {ranked[0][1]:.4f} |" in text
