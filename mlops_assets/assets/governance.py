@@ -98,7 +98,7 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         key=pipeline.key(Asset.EXPLANATION),
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
-        deps=[pipeline.key(Asset.PREDICTIONS)],
+        deps=[pipeline.key(Asset.PREDICTIONS), pipeline.key(Asset.ATTRIBUTIONS)],
         kinds={"mlflow"},
         description=(
             "Which model version made a batch's predictions, what data trained it (batches, "
@@ -122,6 +122,10 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
                 "training_batches": dg.MetadataValue.json([b.batch for b in doc.training_data.batches]),
                 "explanation": dg.MetadataValue.md(f"```\n{render_text(doc)}\n```"),
                 "notes": dg.MetadataValue.json(list(doc.notes)),
+                # Why each row got its score: the batch's per-row attributions, linked by `row`.
+                "attributions": dg.MetadataValue.path(lake.uri(spec.name, Asset.ATTRIBUTIONS, batch))
+                if lake.exists(spec.name, Asset.ATTRIBUTIONS, batch)
+                else dg.MetadataValue.text(f"(none yet: materialize attributions for batch {batch})"),
             }
         )
 

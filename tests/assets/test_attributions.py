@@ -146,3 +146,30 @@ def test_explain_a_version_prints_its_global_importance(
     text = explained.metadata(Asset.MODEL_CARD)["champion_card"]
     assert "## Global importance" in text
     assert f"| 1 | `{ranked[0][0]}` | {ranked[0][1]:.4f} |" in text
+
+
+def test_the_explanation_document_links_to_the_batchs_attributions(explained: Harness) -> None:
+    result = explained.materialize([Asset.EXPLANATION], "2010")
+    assert result.success, explained.failure_message(result)
+    linked = explained.metadata(Asset.EXPLANATION, "2010")["attributions"]
+    assert linked == explained.resources["lake"].uri(NAME, Asset.ATTRIBUTIONS, "2010") and Path(linked).is_file()
+
+
+def test_per_batch_numbers_are_numeric_metadata_that_dagster_plots(explained: Harness) -> None:
+    """Dagster draws a plot across partitions for float and int metadata only."""
+    import dagster as dg
+
+    record = explained.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=explained.key(Asset.PREDICTIONS), asset_partitions=["2010"]), limit=1
+    ).records[0]
+    metadata = record.event_log_entry.asset_materialization.metadata
+    numeric = (dg.FloatMetadataValue, dg.IntMetadataValue)
+    for key in ("roc_auc", "predicted_positive_rate", "demographic_parity_difference", "equalized_odds_difference"):
+        assert isinstance(metadata[key], dg.FloatMetadataValue), (key, metadata[key])
+    assert isinstance(metadata["dagster/row_count"], numeric)
+    drift = explained.materialize([Asset.DRIFT_REPORT], "2010")
+    assert drift.success, explained.failure_message(drift)
+    record = explained.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=explained.key(Asset.DRIFT_REPORT), asset_partitions=["2010"]), limit=1
+    ).records[0]
+    assert isinstance(record.event_log_entry.asset_materialization.metadata["drifted_share"], dg.FloatMetadataValue)
