@@ -58,3 +58,14 @@ def test_torch_model_is_trained_registered_promoted_and_served(
         inputs
     )
     np.testing.assert_allclose(served, registry.load_model(champion).predict_proba(inputs)[:, 1], rtol=1e-6)
+
+    # The batch explained by integrated gradients, the completeness error kept per row.
+    from mlops_assets.ml.attribution import read_attributions
+
+    explained = h.materialize(["attributions"], "2010")
+    assert explained.success, h.failure_message(explained)
+    info, stored = read_attributions(lake.path(NAME, "attributions", "2010"))
+    assert info.method == "integrated_gradients" and info.model_version == champion.version
+    assert len(stored) == h.metadata("predictions", "2010")["dagster/row_count"]
+    assert np.isfinite(stored["residual"]).all() and info.max_abs_residual == np.abs(stored["residual"]).max()
+    assert h.metadata("attributions", "2010")["max_abs_residual"] == info.max_abs_residual
