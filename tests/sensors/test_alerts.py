@@ -203,3 +203,15 @@ def test_send_refuses_a_redirect_without_following_it() -> None:
         with pytest.raises(AlertDeliveryError, match="HTTP 303"):
             AlertSink(webhook_url=sink.url).send(logging.getLogger("t"), "x", {})
     assert [r.method for r in sink.requests] == ["POST"]
+
+
+def test_a_failed_attribution_drift_check_is_alerted(defs_only: Harness) -> None:
+    attribution = dg.AssetCheckKey(dg.AssetKey([NAME, "attributions"]), "attribution_drift")
+    with http_sink() as sink:
+        a = Alerting(defs_only, AlertSink(webhook_url=sink.url))
+        a.fail(attribution, "2010", description="nDCG 0.812 < 0.9: age fell from rank 1 to rank 4")
+        a.fail(attribution, "2012", passed=True)
+        assert a.tick() == "sent 1 alert(s) for 2 new check result(s)"
+    (body,) = sink.delivered()
+    assert (body["check"], body["batch"]) == ("attribution_drift", "2010")
+    assert body["check_key"] == "gss_slice/attributions:attribution_drift"
