@@ -44,9 +44,13 @@ def test_the_report_job_renders_on_demand_without_rerunning_the_checks(scored_pi
     if not h.resources["lake"].exists(NAME, Asset.PREDICTIONS, STEADY, "parquet"):
         assert h.materialize([Asset.PREDICTIONS, Asset.DRIFT_REPORT], STEADY).success
     checks_before = _check_evaluations(h, STEADY)
-    materialized_by = h.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=h.key(Asset.DRIFT_REPORT), asset_partitions=[STEADY]), limit=1
-    ).records[0].run_id
+    materialized_by = (
+        h.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=h.key(Asset.DRIFT_REPORT), asset_partitions=[STEADY]), limit=1
+        )
+        .records[0]
+        .run_id
+    )
     job = h.defs.resolve_job_def(Job.drift_report(NAME))
     result = job.execute_in_process(instance=h.instance, partition_key=STEADY, raise_on_error=False)
     assert result.success, h.failure_message(result)
