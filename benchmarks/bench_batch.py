@@ -76,6 +76,8 @@ def prepare(home: Path) -> tuple[dict[str, str], dg.Definitions, dg.DagsterInsta
         "DAGSTER_HOME": str(home / "dagster"),
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
+    # This process downloads artifacts too: no progress bars in the table.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     ensure_instance(home / "dagster")
     settings = Settings.from_env(env)
     defs = build_definitions(settings)
