@@ -11,7 +11,7 @@ export MLOPS_HOME ?= $(CURDIR)/.mlops
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
 .PHONY: install demo test lint format test-integration ui mlflow-ui clean
-.PHONY: bench-drift bench-validate bench-train bench-figures bench-explain bench-score
+.PHONY: bench-drift bench-validate bench-train bench-figures bench-explain bench-score bench-batch
 
 install: $(VENV)/.installed
 
@@ -57,6 +57,9 @@ bench-drift: install
 
 bench-validate: install
 	$(BIN)/python benchmarks/bench_validate.py
+
+bench-batch: install
+	$(BIN)/python benchmarks/bench_batch.py
 
 bench-train: install
 	$(BIN)/python benchmarks/bench_train.py

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlops_assets.contract import Asset, Job, Meta, op_name
+from mlops_assets.contract import Asset, Job, Meta, op_name, partitions_name
 from mlops_assets.spec import load_specs
 from resources.settings import Settings, build_resources
 
@@ -53,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     history_parser = commands.add_parser("history", help="every champion move; or who was champion at a time")
     history_parser.add_argument("model", help="spec name")
     history_parser.add_argument("--at", help="an ISO time (UTC unless it has an offset): print that moment's champion")
+    report_parser = commands.add_parser("report", help="render a report on demand")
+    reports = report_parser.add_subparsers(dest="report", required=True)
+    drift_parser = reports.add_parser("drift", help="render a scored batch's Evidently HTML drift report")
+    drift_parser.add_argument("model", help="spec name")
+    drift_parser.add_argument("--batch", required=True, help="the batch (partition) to report on")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     with without_artifact_progress_bars(settings):
@@ -85,9 +90,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
             print(f"note: {note}")
         return 0
     specs = load_specs(settings.pipelines)
-    if args.command in ("explain", "rollback", "history"):
+    if args.command in ("explain", "rollback", "history", "report"):
         if args.model not in {s.name for s in specs}:
             parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
+        if args.command == "report":
+            return drift_report_command(settings, args.model, batch=args.batch)
         if args.command == "explain":
             if args.row is not None:
                 if args.batch is None:
@@ -221,6 +228,38 @@ def rollback_command(settings: Settings, model: str, *, to: str, reason: str, re
         f"in Dagster run {result.run_id}: {meta[Meta.REASON]}\n"
         f"Recorded in the champion history (mlops history {model}); model card: {meta[Meta.MODEL_CARD]}"
     )
+    return 0
+
+
+def drift_report_command(settings: Settings, model: str, *, batch: str) -> int:
+    """Runs ``<model>_drift_report_job`` for one batch in this process; prints the report's path."""
+    import dagster as dg
+
+    from mlops_assets.definitions import build_definitions
+
+    instance = _instance(settings)
+    if instance is None:
+        print(f"mlops report drift: no Dagster instance at {settings.dagster_home}; nothing has been scored yet")
+        return 1
+    try:
+        if batch not in instance.get_dynamic_partitions(partitions_name(model)):
+            print(f"mlops report drift: --batch {batch!r} is not a batch of {model}")
+            return 1
+        job = build_definitions(settings).resolve_job_def(Job.drift_report(model))
+        result = job.execute_in_process(instance=instance, partition_key=batch, raise_on_error=False)
+        if not result.success:
+            failures = [
+                e.step_failure_data.error.message.strip()
+                for e in result.all_events
+                if e.is_step_failure and e.step_failure_data.error
+            ]
+            print(f"mlops report drift: {' '.join(failures) or 'the report run failed'} (run {result.run_id})")
+            return 1
+        (event,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION]
+        path = event.asset_observation_data.asset_observation.metadata["report"].value
+    finally:
+        instance.dispose()
+    print(f"{model} batch {batch}: Evidently drift report at {path} (run {result.run_id})")
     return 0
 
 

@@ -120,6 +120,11 @@ class Job:
         return f"{model}_recheck_job"
 
     @staticmethod
+    def drift_report(model: str) -> str:
+        """Renders one batch's Evidently HTML report on demand."""
+        return f"{model}_drift_report_job"
+
+    @staticmethod
     def rollback(model: str) -> str:
         return f"{model}_rollback_job"
 

@@ -6,7 +6,7 @@ import dagster as dg
 
 from mlops_assets.assets.attributions import build_attribution_assets
 from mlops_assets.assets.common import ModelPipeline
-from mlops_assets.assets.deployment import build_deployment_assets, fairness_checks
+from mlops_assets.assets.deployment import build_deployment_assets, build_drift_report_job, fairness_checks
 from mlops_assets.assets.evaluation import build_evaluation_assets
 from mlops_assets.assets.features import build_feature_assets
 from mlops_assets.assets.governance import build_governance_assets, build_rollback_job
@@ -117,7 +117,7 @@ def build_pipeline(
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[score_batch, retrain, recheck, build_rollback_job(pipeline)],
+        jobs=[score_batch, retrain, recheck, build_rollback_job(pipeline), build_drift_report_job(pipeline)],
         sensors=sensors,
         schedules=schedules,
     )

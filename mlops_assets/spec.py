@@ -227,6 +227,17 @@ class DriftSpec(_Strict):
     num_threshold: float | None = None
     cat_threshold: float | None = None
     drift_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    # Rendering Evidently's HTML costs seconds per batch (its import and the render) against
+    # milliseconds for the drift check itself, so by default only a drifted batch gets one.
+    html_report: Literal["on_drift", "always", "on_demand"] = Field(
+        default="on_drift",
+        description="When the Evidently HTML report is rendered: for drifted batches, for every "
+        "batch, or only on demand (`mlops report drift <model> --batch <b>`). The check runs on every batch.",
+    )
+
+    def policy_fields(self) -> dict[str, object]:
+        """The fields of the drift policy itself (``DriftPolicy``'s arguments)."""
+        return self.model_dump(exclude={"html_report"})
 
 
 class MonitoringSpec(_Strict):

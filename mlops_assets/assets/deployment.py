@@ -12,6 +12,7 @@ from mlops_assets.contract import (
     Artifact,
     Asset,
     Fairness,
+    Job,
     LakeFolder,
     Meta,
     artifact_path,
@@ -24,7 +25,7 @@ from resources.registry import MlflowRegistry, RegisteredModel
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlops_assets.ml.drift import DriftResult
+    from mlops_assets.ml.drift import DriftResult, ReferenceProfile
     from mlops_assets.ml.evaluation import Evaluation
 
 DRIFT_TABLE_COLUMNS = ["column", "method", "score", "threshold", "drifted", "note"]
@@ -90,15 +91,20 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "Per-column drift scores come from the reference profile saved with the model "
             "(Evidently's default methods and thresholds, or the spec's); the drifted share is "
             f"check `{DRIFT_CHECK}`. An Evidently HTML report of the same comparison is stored "
-            "beside it and linked here."
+            f"beside it and linked here when the batch drifted (spec `drift.html_report`: "
+            f"{spec.drift.html_report}); job `{Job.drift_report(pipeline.name)}` renders one on demand."
         ),
     )
     @retry_on_tracking_outage
     def drift_report(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
         batch = context.partition_key
-        scored_by = str(lake.read_frame(spec.name, Asset.PREDICTIONS, batch)[Meta.MODEL_VERSION].iloc[0])
+        scored_by = scored_version(lake, spec.name, batch)
         current = lake.read_frame(spec.name, Asset.FEATURES, batch)
-        result, report_path = detect_and_report(pipeline, registry, lake, batch, scored_by, current)
+        profile = reference_profile(registry, spec.name, scored_by)
+        result = detect(pipeline, profile, current)
+        report_path = None
+        if wants_html_report(spec.drift.html_report, dataset_drift=result.dataset_drift):
+            report_path = render_report(pipeline, lake, batch, profile, current)
         summary = DriftSummary(
             batch=batch,
             model_version=scored_by,
@@ -111,6 +117,48 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         yield dg.MaterializeResult(metadata=drift_metadata(result, scored_by, report_path))
 
     return [predictions, drift_report]
+
+
+def wants_html_report(mode: str, *, dataset_drift: bool) -> bool:
+    """Whether a scoring run renders the Evidently HTML report (spec ``drift.html_report``)."""
+    return mode == "always" or (mode == "on_drift" and dataset_drift)
+
+
+def build_drift_report_job(pipeline: ModelPipeline) -> dg.JobDefinition:
+    """Renders one batch's Evidently HTML report on demand, without re-running its checks.
+
+    The link is recorded as an observation of the batch's drift_report partition, so the
+    drift check's verdict (and what the sensors did about it) is left as it was.
+    """
+    spec = pipeline.spec
+
+    @dg.op(name=f"{pipeline.name}_render_drift_report", description="Renders the Evidently HTML report of a batch.")
+    @retry_on_tracking_outage
+    def render_drift_report(context: dg.OpExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
+        batch = context.partition_key
+        if not lake.exists(spec.name, Asset.PREDICTIONS, batch, "parquet"):
+            raise dg.Failure(f"{spec.name}: batch {batch} has not been scored, so it has no drift to report")
+        scored_by = scored_version(lake, spec.name, batch)
+        current = lake.read_frame(spec.name, Asset.FEATURES, batch)
+        path = render_report(pipeline, lake, batch, reference_profile(registry, spec.name, scored_by), current)
+        context.log.info("%s batch %s: Evidently report at %s", spec.name, batch, path)
+        yield dg.AssetObservation(
+            asset_key=pipeline.key(Asset.DRIFT_REPORT),
+            partition=batch,
+            metadata={Meta.MODEL_VERSION: scored_by, "report": dg.MetadataValue.path(path)},
+        )
+        yield dg.Output(path)
+
+    @dg.job(
+        name=Job.drift_report(pipeline.name),
+        partitions_def=pipeline.partitions,
+        tags=pipeline.tags,
+        description=f"Renders the Evidently HTML drift report of one scored {pipeline.name} batch.",
+    )
+    def drift_report_job() -> None:
+        render_drift_report()
+
+    return drift_report_job
 
 
 def fairness_check_specs(pipeline: ModelPipeline, fairness: dict[str, tuple[str, float]]) -> list[dg.AssetCheckSpec]:
@@ -228,33 +276,40 @@ def fairness_check_results(
         )
 
 
-def detect_and_report(
-    pipeline: ModelPipeline,
-    registry: MlflowRegistry,
-    lake: Lake,
-    batch: str,
-    scored_by: str,
-    current: "pd.DataFrame",
-) -> "tuple[DriftResult, str]":
-    """Drift of ``current`` against the training data of version ``scored_by``, and the path of
-    the Evidently HTML report of the same comparison in the lake."""
+def scored_version(lake: Lake, name: str, batch: str) -> str:
+    """The model version that scored ``batch`` (stored in every row of its predictions)."""
+    return str(lake.read_frame(name, Asset.PREDICTIONS, batch)[Meta.MODEL_VERSION].iloc[0])
+
+
+def reference_profile(registry: MlflowRegistry, name: str, version: str) -> "ReferenceProfile":
+    """The training-data profile saved with ``version``: what its batches' drift is measured against."""
+    from mlops_assets.ml.drift import ReferenceProfile
+
+    run_id = registry.get(name, version).run_id
+    return ReferenceProfile.from_bytes(registry.run_artifact(run_id, artifact_path(Artifact.REFERENCE_PROFILE)))
+
+
+def detect(pipeline: ModelPipeline, profile: "ReferenceProfile", current: "pd.DataFrame") -> "DriftResult":
+    """Drift of ``current`` against ``profile`` under the spec's policy (milliseconds, no Evidently import)."""
+    from mlops_assets.ml.drift import DriftPolicy, detect_drift
+
+    return detect_drift(profile, current, DriftPolicy(**pipeline.spec.drift.policy_fields()))
+
+
+def render_report(
+    pipeline: ModelPipeline, lake: Lake, batch: str, profile: "ReferenceProfile", current: "pd.DataFrame"
+) -> str:
+    """The Evidently HTML report of the same comparison, written to the lake; its path."""
     import tempfile
     from pathlib import Path
 
-    from mlops_assets.ml.drift import DriftPolicy, ReferenceProfile, detect_drift, render_evidently_report
+    from mlops_assets.ml.drift import DriftPolicy, render_evidently_report
 
     spec = pipeline.spec
-    version = registry.get(spec.name, scored_by)
-    profile = ReferenceProfile.from_bytes(
-        registry.run_artifact(version.run_id, artifact_path(Artifact.REFERENCE_PROFILE))
-    )
-    policy = DriftPolicy(**spec.drift.model_dump())
-    result = detect_drift(profile, current, policy)
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / "drift.html"
-        render_evidently_report(profile, current, policy, str(html))
-        report_path = lake.write_bytes(spec.name, Asset.DRIFT_REPORT, html.read_bytes(), batch, "html")
-    return result, report_path
+        render_evidently_report(profile, current, DriftPolicy(**spec.drift.policy_fields()), str(html))
+        return lake.write_bytes(spec.name, Asset.DRIFT_REPORT, html.read_bytes(), batch, "html")
 
 
 def drift_rows(result: "DriftResult") -> list[dict[str, object]]:
@@ -304,11 +359,14 @@ def drift_check_results(
         )
 
 
-def drift_metadata(result: "DriftResult", scored_by: str, report_path: str) -> dict[str, object]:
-    return {
+def drift_metadata(result: "DriftResult", scored_by: str, report_path: str | None) -> dict[str, object]:
+    metadata: dict[str, object] = {
         Meta.MODEL_VERSION: scored_by,
         "drifted_share": result.drifted_share,
         "dataset_drift": result.dataset_drift,
-        "report": dg.MetadataValue.path(report_path),
         "columns": table(drift_rows(result), DRIFT_TABLE_COLUMNS),
     }
+    if report_path is not None:
+        # Only where a report was rendered: a link to nothing would mislead.
+        metadata["report"] = dg.MetadataValue.path(report_path)
+    return metadata
