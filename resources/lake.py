@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +32,15 @@ class Lake(dg.ConfigurableResource):
         return fs, path.rstrip("/")
 
     def path(self, model: str, asset: str, partition: str | None = None, ext: str = "parquet") -> str:
+        """Where a document lives; checked to stay under the root.
+
+        Raises:
+            ValueError: a part would leave the root or name no plain file (``..``, an absolute
+                part, a backslash, a NUL, an empty segment); the message shows the parts.
+        """
         _, base = self._fs()
         leaf = f"{partition}.{ext}" if partition is not None else f"latest.{ext}"
-        return f"{base}/{model}/{asset}/{leaf}"
+        return contained(base, f"{model}/{asset}/{leaf}", what=f"lake path for {model}/{asset} partition {partition!r}")
 
     def uri(self, model: str, asset: str, partition: str | None = None, ext: str = "parquet") -> str:
         fs, _ = self._fs()
@@ -85,3 +92,23 @@ class Lake(dg.ConfigurableResource):
 
     def read_json(self, model: str, asset: str, partition: str | None = None) -> Any:
         return json.loads(self.read_bytes(model, asset, partition, "json"))
+
+
+def contained(base: str, relative: str, *, what: str) -> str:
+    """``base/relative``, refused unless every segment of ``relative`` is a plain name (not empty,
+    not hidden, no ``..``, backslash, NUL or drive colon) and the
+    result stays under ``base``: the same rule for local folders and fsspec URIs (``s3://``
+    paths arrive here without their protocol).
+
+    Raises:
+        ValueError: names ``what`` and the offending part.
+    """
+    segments = relative.split("/")
+    for segment in segments:
+        if not segment or segment.startswith(".") or "\\" in segment or "\x00" in segment or ":" in segment:
+            raise ValueError(f"{what}: {relative!r} has a segment {segment!r} that is not a plain file name")
+    joined = posixpath.normpath(f"{base}/{relative}")
+    root = posixpath.normpath(base)
+    if not joined.startswith(root.rstrip("/") + "/"):
+        raise ValueError(f"{what}: {relative!r} leaves the root {base}")
+    return joined

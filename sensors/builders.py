@@ -32,7 +32,7 @@ from mlops_assets.contract import (
     op_name,
 )
 from resources.alerts import AlertDeliveryError, AlertSink
-from resources.landing import LandingZone
+from resources.landing import LandingZone, RefusedFile
 from sensors.policy import (
     CheckCursor,
     CheckRecord,
@@ -74,11 +74,20 @@ def build_landing_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Ingests batch files dropped into the landing folder of {name} (<batch>.parquet or .csv).",
     )
-    def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult | dg.SkipReason:
+    def landing_sensor(
+        context: dg.SensorEvaluationContext, landing: LandingZone, alerts: AlertSink
+    ) -> dg.SensorResult | dg.SkipReason:
         seen = json.loads(context.cursor) if context.cursor else {}
-        plan = plan_landing(landing.files(name), seen=seen, now=time.time(), settle_seconds=settle_seconds)
+        scan = landing.scan(name)
+        plan = plan_landing(scan.files, seen=seen, now=time.time(), settle_seconds=settle_seconds)
+        refusals = report_refused(context, name, str(landing.folder(name)), scan.refused, seen, alerts)
+        cursor = {**plan.seen, **refusals}
         if not plan.ingest:
-            return dg.SkipReason(plan.skip_reason(str(landing.folder(name))))
+            skip = plan.skip_reason(str(landing.folder(name)))
+            if scan.refused:
+                skip += "; refused: " + "; ".join(r.describe() for r in scan.refused[:10])
+            # The cursor still moves: a refusal is alerted once per version of the entry.
+            return dg.SensorResult(skip_reason=skip, cursor=json.dumps(cursor, sort_keys=True))
         known = set(context.instance.get_dynamic_partitions(pipeline.partitions.name))
         new_batches = sorted({f.batch for f in plan.ingest} - known)
         requests = [
@@ -92,10 +101,42 @@ def build_landing_sensor(
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[pipeline.partitions.build_add_request(new_batches)] if new_batches else [],
-            cursor=json.dumps(plan.seen, sort_keys=True),
+            cursor=json.dumps(cursor, sort_keys=True),
         )
 
     return landing_sensor
+
+
+# Cursor keys of refused landing entries; a landed file's key is its path, which never starts so.
+REFUSED_PREFIX = "refused:"
+
+
+def report_refused(
+    context: dg.SensorEvaluationContext,
+    model: str,
+    folder: str,
+    refused: Sequence[RefusedFile],
+    seen: dict[str, str],
+    alerts: AlertSink,
+) -> dict[str, str]:
+    """Alerts each refused landing entry once per version; returns the cursor entries of those
+    reported. An alert the webhook does not take is tried again next tick."""
+    reported = {}
+    deadline = time.monotonic() + alerts.tick_budget_seconds
+    for entry in refused:
+        key = REFUSED_PREFIX + entry.name
+        if seen.get(key) == entry.identity:
+            reported[key] = entry.identity
+            continue
+        text = f"{model}: landing entry {entry.name} in {folder} refused: {entry.reason}"
+        try:
+            details = {"model": model, "file": entry.name, "reason": entry.reason}
+            alerts.send(context.log, text, details, deadline=deadline)
+        except AlertDeliveryError as e:
+            context.log.warning("%s; the alert is tried again next tick", e)
+            continue
+        reported[key] = entry.identity
+    return reported
 
 
 def read_check_records(

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from mlops_assets.ml.data import batch_sort_key
+from mlops_assets.batches import batch_sort_key
 from resources.landing import LandedFile
 
 

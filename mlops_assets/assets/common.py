@@ -36,6 +36,20 @@ class ModelPipeline:
     def key(self, noun: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, noun])
 
+    def batch(self, context: dg.AssetExecutionContext) -> str:
+        """The run's partition key, held to the batch grammar: a key added from the UI or over
+        GraphQL reaches the assets unchecked by Dagster.
+
+        Raises:
+            Failure: the key is no batch name; the message names it.
+        """
+        from mlops_assets.batches import BatchNameError, check_batch_name
+
+        try:
+            return check_batch_name(context.partition_key, where=f"{self.name}: partition key")
+        except BatchNameError as e:
+            raise dg.Failure(str(e), allow_retries=False) from e
+
     @property
     def tags(self) -> dict[str, str]:
         return {TAG_MODEL: self.name}

@@ -34,7 +34,7 @@ def build_feature_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
         ),
     )
     def features(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         validated = lake.read_frame(spec.name, Asset.VALIDATED_BATCH, batch)
         frame, labelled, dropped = model_inputs(pipeline, validated)
         lake.write_frame(spec.name, Asset.FEATURES, frame, batch)

@@ -32,9 +32,17 @@ def build_ingestion_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]
         from mlops_assets.ml.data import read_source
 
         frame = read_source(spec.source)
-        counts = batch_counts(spec, frame)
+        counts, refused = batch_counts(spec, frame)
         new = register_batches(context.instance, pipeline, list(counts))
         context.log.info("%s: %d batches in the source, %d newly registered", spec.name, len(counts), len(new))
+        if refused:
+            # The valid batches are registered first: one bad value never stops the others.
+            raise dg.Failure(
+                f"{spec.name}: {spec.source.uri}: column {spec.source.batch_column!r} holds "
+                f"{len(refused)} value(s) that are no batch name, their rows are not ingested: "
+                + "; ".join(refused[:10]),
+                metadata={"refused_batches": dg.MetadataValue.json(refused[:50]), "registered": len(counts)},
+            )
         return source_batches_result(counts, new, rows=len(frame))
 
     @dg.asset(
@@ -51,7 +59,7 @@ def build_ingestion_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]
         ),
     )
     def raw_batch(context: dg.AssetExecutionContext, lake: Lake, landing: LandingZone) -> dg.MaterializeResult:
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         frame, origin = read_raw_batch(spec, batch, landing)
         lake.write_frame(spec.name, Asset.RAW_BATCH, frame, batch)
         return raw_batch_result(frame, origin, lake.uri(spec.name, Asset.RAW_BATCH, batch))
@@ -59,15 +67,22 @@ def build_ingestion_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]
     return [source_batches, raw_batch]
 
 
-def batch_counts(spec: PipelineSpec, frame: "pd.DataFrame") -> dict[str, int]:
-    """Rows per batch of the source, in batch order."""
-    from mlops_assets.ml.data import batch_key, sorted_batches
+def batch_counts(spec: PipelineSpec, frame: "pd.DataFrame") -> tuple[dict[str, int], list[str]]:
+    """Rows per batch of the source, in batch order, and why each refused value is no batch name."""
+    from mlops_assets.batches import BatchNameError, batch_key, check_batch_name, sorted_batches
 
     if spec.source.batch_column is None:
         counts = {"all": len(frame)}
     else:
         counts = frame[spec.source.batch_column].dropna().map(batch_key).value_counts().to_dict()
-    return {b: int(counts[b]) for b in sorted_batches(counts)}
+    refused = []
+    for value in list(counts):
+        try:
+            check_batch_name(value, where="value")
+        except BatchNameError as e:
+            refused.append(str(e))
+            del counts[value]
+    return {b: int(counts[b]) for b in sorted_batches(counts)}, sorted(refused)
 
 
 def register_batches(instance: dg.DagsterInstance, pipeline: ModelPipeline, batches: list[str]) -> list[str]:
@@ -98,7 +113,10 @@ def read_raw_batch(spec: PipelineSpec, batch: str, landing: LandingZone) -> "tup
     """
     from mlops_assets.ml.data import read_batch, read_landed_file
 
-    landed = landing.file_for(spec.name, batch)
+    try:
+        landed = landing.file_for(spec.name, batch)
+    except ValueError as e:  # a refused entry (a symlink, ...) named after the batch: never the source instead
+        raise dg.Failure(str(e), allow_retries=False) from e
     if landed is not None:
         try:
             return read_landed_file(landed, batch=batch, batch_column=spec.source.batch_column), landed

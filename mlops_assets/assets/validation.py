@@ -67,7 +67,7 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     def validated_batch(context: dg.AssetExecutionContext, lake: Lake):  # noqa: ANN202 - a generator of events
         from mlops_assets.ml.validation import Suite, validate
 
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         frame = lake.read_frame(spec.name, Asset.RAW_BATCH, batch)
         suite = Suite.from_json(lake.read_bytes(spec.name, Asset.VALIDATION_SUITE, ext="json").decode())
         outcomes = validate(frame, suite, batch=batch)

