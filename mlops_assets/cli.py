@@ -58,7 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     drift_parser = reports.add_parser("drift", help="render a scored batch's Evidently HTML drift report")
     drift_parser.add_argument("model", help="spec name")
     drift_parser.add_argument("--batch", required=True, help="the batch (partition) to report on")
+    spec_parser = commands.add_parser("spec", help="write a starter spec from a data file")
+    spec_commands = spec_parser.add_subparsers(dest="spec_command", required=True)
+    spec_init_parser = spec_commands.add_parser("init", help="a commented starter spec inferred from the data")
+    spec_init_parser.add_argument("name", help="model name (lower_snake_case)")
+    spec_init_parser.add_argument("--source", required=True, help="a Parquet/CSV file, folder or glob, or a URI")
+    spec_init_parser.add_argument("--label", help="the column to predict (without it the spec needs one edit)")
+    spec_init_parser.add_argument("--output", help="where to write the spec (default: <name>.yaml here)")
     args = parser.parse_args(argv)
+    if args.command == "spec":
+        return spec_init_command(args.name, source=args.source, label=args.label, output=args.output)
     settings = Settings.from_env()
     with without_artifact_progress_bars(settings):
         return _run(parser, args, settings)
@@ -117,6 +126,31 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
         return demo(spec, settings, parallel=args.parallel)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def spec_init_command(name: str, *, source: str, label: str | None, output: str | None) -> int:
+    """Writes ``<name>.yaml`` (or ``output``) from a look at the source; never over an existing file."""
+    from pathlib import Path
+
+    from mlops_assets.ml.data import read_source_files
+    from mlops_assets.spec import SourceSpec, SpecError
+    from mlops_assets.spec_init import write_starter_spec
+
+    target = Path(output or f"{name}.yaml")
+    if target.exists():
+        print(f"mlops spec init: {target} exists; remove it or pass --output")
+        return 1
+    try:
+        frame = read_source_files(SourceSpec(uri=source))
+        text = write_starter_spec(name, source=source, label=label, frame=frame, origin=str(target))
+    except (SpecError, ValueError) as e:
+        print(f"mlops spec init: {e}")
+        return 1
+    target.write_text(text)
+    print(text, end="")
+    next_step = "" if label else " (set label.column and its rule first)"
+    print(f"\nWrote {target}. Next{next_step}: MLOPS_PIPELINES={target} mlops demo")
+    return 0
 
 
 def _registry_and_lake(settings: Settings) -> tuple[Any, Any]:

@@ -161,9 +161,11 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
     retrain = Step((Asset.TRAINING_DATASET, Asset.MODEL, Asset.EVALUATION, Asset.PROMOTION))
     if not run_steps(name, [retrain], env, parallel=1)[0].ok:
         return 1
-    _print_promotion(settings, name)
+    source = read_source_files(spec.source)
+    _print_promotion(settings, spec, source)
+    _score_single_batch(spec, settings, env, history)
 
-    later = _later_batches(spec, read_source_files(spec.source), known=set(batches))
+    later = _later_batches(spec, source, known=set(batches))
     rows: list[dict] = []
     if later:
         print(f"\n4. Production: the daemon's sensors take over ({len(later)} batches, {later[0][0]}-{later[-1][0]})")
@@ -183,7 +185,37 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
     else:
         print("  make mlflow-ui  MLflow UI at http://127.0.0.1:5000 (runs, registered model, aliases)")
     print(f"  drift reports   {_reports_location(settings, name)}")
+    champion = _champion(settings, name)
+    if champion is None:
+        print(
+            f"\nNo champion: no version of {name} passed its gates, so nothing was scored. "
+            "Change the gate named above (the baseline beside it says what the data allows) or the model, "
+            "and run the demo again."
+        )
+        return 1
     return 0 if all(r["scored"] for r in rows) and not left_out else 1
+
+
+def _champion(settings: Settings, name: str) -> str | None:
+    from mlops_assets.contract import CHAMPION
+
+    found = resolved_resources(settings)["registry"].by_alias(name, CHAMPION)
+    return found.version if found else None
+
+
+def _score_single_batch(spec: PipelineSpec, settings: Settings, env: dict[str, str], history: list[str]) -> None:
+    """A source without a batch column is one batch: the champion scores it, and its predictions show."""
+    if spec.source.batch_column is not None or _champion(settings, spec.name) is None:
+        return
+    (batch,) = history
+    print(f"\n3b. Score batch {batch} (the whole source) with the champion")
+    if not run_steps(spec.name, [Step((Asset.PREDICTIONS, Asset.DRIFT_REPORT), batch)], env, parallel=1)[0].ok:
+        return
+    lake = resolved_resources(settings)["lake"]
+    predictions = lake.read_frame(spec.name, Asset.PREDICTIONS, batch)
+    where = lake.uri(spec.name, Asset.PREDICTIONS, batch, "parquet")
+    print(f"  {len(predictions)} predictions in {where}; the first rows:")
+    print("  " + predictions.head(5).to_string(max_cols=8).replace("\n", "\n  "))
 
 
 def _reports_location(settings: Settings, name: str) -> str:
@@ -191,21 +223,49 @@ def _reports_location(settings: Settings, name: str) -> str:
 
 
 def _later_batches(spec: PipelineSpec, frame, *, known: set[str]) -> list:  # noqa: ANN001 - pandas stays lazy
-    """The batches the source holds beyond ``source.until``: production, to be landed."""
-    from mlops_assets.ml.data import batch_key, sorted_batches
+    """Production, to be landed: every batch after the first training data (``training.initial_until``),
+    whether registered from the source or held back by ``source.until``."""
+    from mlops_assets.ml.data import batch_at_or_before, batch_key, sorted_batches
 
     if spec.source.batch_column is None:
         return []
+    until = spec.training.initial_until
     keys = frame[spec.source.batch_column].map(batch_key)
-    return [(b, frame[keys == b]) for b in sorted_batches(keys) if b not in known]
+    return [
+        (b, frame[keys == b])
+        for b in sorted_batches(keys)
+        if b not in known or (until is not None and not batch_at_or_before(b, until))
+    ]
 
 
-def _print_promotion(settings: Settings, name: str) -> None:
-    found = _lake_json(settings, name, Asset.PROMOTION)
-    if found:
-        decision = PromotionRecord.from_dict(found[1], origin=found[0]).decision
-        state = "promoted to champion" if decision.promote else "NOT promoted"
-        print(f"  version {decision.candidate_version} {state}: {'; '.join(decision.reasons)}")
+def _print_promotion(settings: Settings, spec: PipelineSpec, source) -> None:  # noqa: ANN001 - pandas stays lazy
+    found = _lake_json(settings, spec.name, Asset.PROMOTION)
+    if not found:
+        return
+    decision = PromotionRecord.from_dict(found[1], origin=found[0]).decision
+    state = "promoted to champion" if decision.promote else "NOT promoted"
+    print(f"  version {decision.candidate_version} {state}: {'; '.join(decision.reasons)}")
+    if decision.promote:
+        return
+    for line in gate_explanation(spec, decision.failed_gates, source):
+        print(f"    {line}")
+
+
+def gate_explanation(spec: PipelineSpec, failed: Sequence, source) -> list[str]:  # noqa: ANN001 - pandas stays lazy
+    """Per failed gate: by how much, against what the data allows (the baselines on the same holdout
+    rows), and the spec key that sets it."""
+    from mlops_assets.ml.baseline import measure_baseline
+
+    lines = []
+    baseline = None
+    for gate in failed:
+        where = f"set by {gate.spec_key} in {spec.origin}" if gate.spec_key else "not a spec setting"
+        lines.append(f"{gate.gate}: {gate.detail} ({where})")
+        metric = gate.gate.removeprefix("min_")
+        if gate.gate.startswith("min_") and metric in ("roc_auc", "accuracy"):
+            baseline = baseline or measure_baseline(spec, source)
+            lines.append(f"  baselines on the first training data's holdout: {metric} {baseline.describe(metric)}")
+    return lines
 
 
 def _registered_batches(name: str, env: dict[str, str]) -> list[str]:

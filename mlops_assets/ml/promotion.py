@@ -27,6 +27,17 @@ class GateResult:
     passed: bool
     detail: str
 
+    @property
+    def spec_key(self) -> str | None:
+        """The spec key that sets this gate's limit (None for the lineage gates, set by no key)."""
+        if self.gate.startswith("max_regression_"):
+            return f"gates.max_regression.{self.gate.removeprefix('max_regression_')}"
+        if self.gate.startswith("min_"):
+            return f"gates.min_metrics.{self.gate.removeprefix('min_')}"
+        if self.gate.startswith("max_"):
+            return f"gates.{self.gate}"
+        return None
+
 
 @dataclass(frozen=True)
 class BatchEvidence:
