@@ -290,7 +290,7 @@ def drift_report_command(settings: Settings, model: str, *, batch: str) -> int:
             print(f"mlops report drift: {' '.join(failures) or 'the report run failed'} (run {result.run_id})")
             return 1
         (event,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION]
-        path = event.asset_observation_data.asset_observation.metadata["report"].value
+        path = event.asset_observation_data.asset_observation.metadata[Meta.DRIFT_HTML_REPORT].value
     finally:
         instance.dispose()
     print(f"{model} batch {batch}: Evidently drift report at {path} (run {result.run_id})")

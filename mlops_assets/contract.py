@@ -247,6 +247,8 @@ class Meta:
     MODEL_CARD: Final = "model_card"
     # On ``promotion``: the decision's HTML evaluation report in the lake.
     EVALUATION_REPORT: Final = "evaluation_report"
+    # On ``drift_report`` (materialization or on-demand observation): the Evidently HTML report.
+    DRIFT_HTML_REPORT: Final = "report"
 
 
 # Asset checks that sensors watch.

@@ -145,7 +145,7 @@ def build_drift_report_job(pipeline: ModelPipeline) -> dg.JobDefinition:
         yield dg.AssetObservation(
             asset_key=pipeline.key(Asset.DRIFT_REPORT),
             partition=batch,
-            metadata={Meta.MODEL_VERSION: scored_by, "report": dg.MetadataValue.path(path)},
+            metadata={Meta.MODEL_VERSION: scored_by, Meta.DRIFT_HTML_REPORT: dg.MetadataValue.path(path)},
         )
         yield dg.Output(path)
 
@@ -368,5 +368,5 @@ def drift_metadata(result: "DriftResult", scored_by: str, report_path: str | Non
     }
     if report_path is not None:
         # Only where a report was rendered: a link to nothing would mislead.
-        metadata["report"] = dg.MetadataValue.path(report_path)
+        metadata[Meta.DRIFT_HTML_REPORT] = dg.MetadataValue.path(report_path)
     return metadata
