@@ -36,6 +36,8 @@ class Asset:
     EXPLANATION: Final = "explanation"
     # Per-row contributions of each input column to the scoring version's raw output.
     ATTRIBUTIONS: Final = "attributions"
+    # Per model: which version serves online, where, with what canary and shadow settings.
+    DEPLOYMENT: Final = "deployment"
 
 
 class LakeFolder:
@@ -47,6 +49,31 @@ class LakeFolder:
     CHECKPOINTS: Final = "checkpoints"
     # The HTML evaluation report of each promotion decision (``evaluation_report_file``).
     EVALUATION_REPORT: Final = "evaluation_report"
+    # The online request log: one closed Parquet file per served batch (``served-...``).
+    REQUEST_LOG: Final = "request_log"
+
+
+class ServedColumn:
+    """Columns of a request-log file besides the model's input and sensitive columns.
+
+    The same file is landed as a batch of the model, so these names must not be feature names
+    (the request log refuses a spec where one is).
+    """
+
+    REQUEST_ID: Final = "request_id"
+    RECEIVED_AT: Final = "received_at"
+    CHAMPION_VERSION: Final = "champion_version"
+    CHAMPION_PROBA: Final = "champion_proba"
+    ROUTE: Final = "route"
+    CHALLENGER_VERSION: Final = "challenger_version"
+    CHALLENGER_PROBA: Final = "challenger_proba"
+
+
+# Values of ``ServedColumn.ROUTE``: which model's answer the client got.
+ROUTE_CHAMPION: Final = "champion"
+ROUTE_CANARY: Final = "canary"
+# Batch names of request-log files start so: ``served-<UTC time>-<replica>-<seq>``.
+SERVED_BATCH_PREFIX: Final = "served"
 
 
 class TrainingFile:
