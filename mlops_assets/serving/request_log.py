@@ -155,7 +155,8 @@ class RequestLog:
             )
         if not set(served.route) <= set(ROUTES):
             raise ValueError(
-                f"{self.spec.name}: served batch: route holds {sorted(set(served.route) - set(ROUTES))}, expected {ROUTES}"
+                f"{self.spec.name}: served batch: route holds {sorted(set(served.route) - set(ROUTES))}, "
+                f"expected one of {ROUTES}"
             )
         self._queue.put(served)
 
@@ -213,7 +214,7 @@ class RequestLog:
         chunk = pending.take(rows)
         try:
             self._write(chunk)
-        except Exception as e:  # noqa: BLE001 - the rows stay; the next trigger tries again
+        except Exception as e:  # the rows stay pending; the next trigger tries again
             log.exception("%s: request log file of %d rows not written; kept for the next try", self.spec.name, rows)
             pending.put_back(chunk)
             self._error = e
