@@ -126,6 +126,19 @@ def op_name(model: str, asset: str) -> str:
     return f"{model}__{asset}"
 
 
+def serve_service(model: str) -> str:
+    """The Kubernetes Deployment and Service of ``mlops serve <model>`` (deploy/k8s/): a DNS label."""
+    return "mlops-serve-" + model.replace("_", "-")
+
+
+# Port ``mlops serve`` listens on unless told otherwise (``--port``).
+SERVE_PORT: Final = 8080
+# Health path of ``mlops serve``: ready only once a model is loaded.
+SERVE_HEALTH_PATH: Final = "/health"
+# Where clients reach the served model, when it differs from the defaults (the deployment asset shows it).
+SERVE_URL_ENV: Final = "MLOPS_SERVE_URL"
+
+
 def partitions_name(model: str) -> str:
     """The dynamic partitions definition holding a model's batches."""
     return f"{model}_batches"

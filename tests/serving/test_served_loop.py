@@ -26,7 +26,8 @@ HISTORY = [1974, 1975, 1976]
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Harness:
     root = tmp_path_factory.mktemp("served")
-    h = Harness(root / "home", write_gss_pipeline(root, HISTORY), NAME)
+    serving = {"canary": {"share": 0.1}, "shadow": True}
+    h = Harness(root / "home", write_gss_pipeline(root, HISTORY, serving=serving), NAME)
     h.history("1976")
     h.spec = load_specs(root / "pipelines")[0]
     return h
@@ -153,3 +154,28 @@ def test_a_served_log_is_a_batch_with_the_drift_verdicts_of_the_same_rows_landed
         if e.asset_key == h.key(Asset.PREDICTIONS)
     ]
     assert len(gaps) == 2 and all(g >= 0.0 for g in gaps), "fairness evaluated on the labelled served rows"
+
+
+def test_the_deployment_records_what_serves_after_a_promotion_and_a_rollback(
+    pipeline: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = pipeline
+    registry = h.resources["registry"]
+    champion = registry.by_alias(NAME, "champion")
+    monkeypatch.setenv("MLOPS_SERVE_URL", "http://serve.internal:8080")
+    result = h.materialize([Asset.DEPLOYMENT])
+    assert result.success, h.failure_message(result)
+    meta = h.metadata(Asset.DEPLOYMENT)
+    assert meta["model_version"] == champion.version
+    assert meta["endpoint"] == "http://serve.internal:8080"
+    assert (meta["canary_share"], meta["canary_key"], meta["shadow"]) == (0.1, "request_id", True)
+    # The only candidate is the champion: canary and shadow have nothing to send traffic to.
+    assert meta["challenger_version"] == champion.version
+    assert meta["challenger_traffic"].startswith("idle")
+    record = h.resources["lake"].read_json(NAME, Asset.DEPLOYMENT)
+    assert record["champion_version"] == champion.version and record["request_log"]["max_rows"] == 10000
+
+    # Both jobs that move the champion record the deployment in the same run.
+    for job in (Job.retrain(NAME), Job.rollback(NAME)):
+        keys = h.defs.resolve_job_def(job).asset_layer.selected_asset_keys
+        assert h.key(Asset.DEPLOYMENT) in keys, job
