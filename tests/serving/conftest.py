@@ -160,6 +160,9 @@ class Served:
         raise AssertionError(f"mlops serve not ready after {timeout}s:\n{self.log.read_text()}")
 
 
+Serve = Callable[..., Served]
+
+
 def free_port() -> int:
     for port in _PORTS:
         with socket.socket() as s:
@@ -216,4 +219,7 @@ def row(frame: Any, i: int) -> dict[str, Any]:
     """Row ``i`` of the slice as a JSON record of the model's inputs (NaN as null)."""
     columns = [*GSS_FEATURES["numeric"], *GSS_FEATURES["categorical"]]
     record = frame.iloc[i][columns].to_dict()
-    return {k: (None if isinstance(v, float) and v != v else (v.item() if hasattr(v, "item") else v)) for k, v in record.items()}
+    return {
+        k: (None if isinstance(v, float) and v != v else (v.item() if hasattr(v, "item") else v))
+        for k, v in record.items()
+    }
