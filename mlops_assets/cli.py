@@ -72,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec_init_parser.add_argument("--source", required=True, help="a Parquet/CSV file, folder or glob, or a URI")
     spec_init_parser.add_argument("--label", help="the column to predict (without it the spec needs one edit)")
     spec_init_parser.add_argument("--output", help="where to write the spec (default: <name>.yaml here)")
+    serve_parser = commands.add_parser("serve", help="serve @champion over HTTP (MLflow's scoring protocol)")
+    serve_parser.add_argument("model", help="spec name")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     args = parser.parse_args(argv)
     if args.command == "spec":
         return spec_init_command(args.name, source=args.source, label=args.label, output=args.output)
@@ -106,6 +110,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
             print(f"note: {note}")
         return 0
     specs = load_specs(settings.pipelines)
+    if args.command == "serve":
+        spec = next((s for s in specs if s.name == args.model), None)
+        if spec is None:
+            parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
+        return serve_command(settings, spec, host=args.host, port=args.port)
     if args.command in ("explain", "rollback", "history", "report", "label"):
         if args.model not in {s.name for s in specs}:
             parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
@@ -135,6 +144,21 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
         return demo(spec, settings, parallel=args.parallel)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def serve_command(settings: Settings, spec: Any, *, host: str, port: int) -> int:
+    """Serves ``spec``'s champion until interrupted, following its aliases (``mlops_assets.serving``)."""
+    from mlops_assets.preflight import resolve
+    from mlops_assets.serving.server import ServeError, build, run
+
+    registry, lake = _registry_and_lake(settings)
+    try:
+        server = build(resolve(spec, cache_dir=settings.home / "cache"), registry, lake.root, host=host)
+    except (ServeError, ValueError) as e:
+        print(f"mlops serve: {e}")
+        return 1
+    run(server, host=host, port=port)
+    return 0
 
 
 def spec_init_command(name: str, *, source: str, label: str | None, output: str | None) -> int:
