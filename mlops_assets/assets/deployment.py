@@ -59,8 +59,10 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         description=(
             "A batch scored by the model version that is champion when the run starts; the "
             "version is stored in every row and in the metadata.\n\n"
-            "On labelled batches the metadata adds ROC AUC and the fairness of the champion's "
-            "predictions in production, checked against the spec's fairness limits."
+            "Every row is scored, labelled or not. On the labelled rows the metadata adds ROC AUC "
+            "and the fairness of the champion's predictions in production, checked against the "
+            "spec's fairness limits; the metadata of a batch without labelled rows (served "
+            "traffic) says why they are skipped, and its drift is checked all the same."
         ),
     )
     @retry_on_tracking_outage
@@ -244,7 +246,13 @@ def predictions_metadata(
         "dagster/row_count": len(out),
         "predicted_positive_rate": float(out["prediction"].mean()) if len(out) else 0.0,
     }
-    if result is not None:
+    labelled = int(out["label"].notna().sum())
+    metadata[Meta.LABELLED_ROWS] = labelled
+    if result is None:
+        metadata[Meta.EVALUATION_SKIPPED] = (
+            f"none of the {len(out)} rows has a label: scored, but performance and fairness are not evaluated"
+        )
+    else:
         metadata.update({f"{k}": v for k, v in result.metrics.items() if v is not None})
         for gap in Fairness.GAPS:
             if result.worst(gap) is not None:
