@@ -67,7 +67,7 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     )
     @retry_on_tracking_outage
     def predictions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         champion = current_champion(registry, spec.name, batch)
         frame = lake.read_frame(spec.name, Asset.FEATURES, batch)
         out, result = score_batch(pipeline, frame, registry.load_model(champion), champion.version)
@@ -99,7 +99,7 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     )
     @retry_on_tracking_outage
     def drift_report(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         scored_by = scored_version(lake, spec.name, batch)
         current = lake.read_frame(spec.name, Asset.FEATURES, batch)
         profile = reference_profile(registry, spec.name, scored_by)
@@ -137,7 +137,7 @@ def build_drift_report_job(pipeline: ModelPipeline) -> dg.JobDefinition:
     @dg.op(name=f"{pipeline.name}_render_drift_report", description="Renders the Evidently HTML report of a batch.")
     @retry_on_tracking_outage
     def render_drift_report(context: dg.OpExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         if not lake.exists(spec.name, Asset.PREDICTIONS, batch, "parquet"):
             raise dg.Failure(f"{spec.name}: batch {batch} has not been scored, so it has no drift to report")
         scored_by = scored_version(lake, spec.name, batch)

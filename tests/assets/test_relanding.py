@@ -74,3 +74,12 @@ def test_partly_labelled_batch_scores_every_row_and_evaluates_the_labelled(harne
     meta = harness.metadata(Asset.PREDICTIONS, "2031")
     assert meta[Meta.LABELLED_ROWS] == labelled
     assert Meta.EVALUATION_SKIPPED not in meta and 0.5 < meta["roc_auc"] <= 1.0
+
+
+@pytest.mark.parametrize("noun", [Asset.PREDICTIONS, Asset.DRIFT_REPORT, Asset.ATTRIBUTIONS, Asset.EXPLANATION])
+def test_a_partition_added_from_outside_is_held_to_the_batch_grammar(harness: Harness, noun: str) -> None:
+    # The lake would take this key (no traversal); only the grammar says it names no batch.
+    harness.instance.add_dynamic_partitions(partitions_name(NAME), ["20 10"])
+    result = harness.materialize([noun], "20 10")
+    assert not result.success
+    assert "partition key '20 10' is not a valid batch name" in harness.failure_message(result)
