@@ -233,6 +233,10 @@ class Meta:
     # evaluation's own ``partition`` empty).
     BATCH: Final = "batch"
     FINGERPRINT: Final = "fingerprint"
+    # On ``features``: how many of the batch's rows have a label (the others are scored only).
+    LABELLED_ROWS: Final = "labelled_rows"
+    # On ``predictions``: why the batch's performance and fairness were not evaluated.
+    EVALUATION_SKIPPED: Final = "evaluation_skipped"
     TRAINING_FINGERPRINT: Final = "training_fingerprint"
     WINDOW_UNTIL: Final = "window_until"
     EXPECTATIONS_PASSED: Final = "expectations_passed"
