@@ -253,6 +253,8 @@ class Meta:
     EVALUATION_REPORT: Final = "evaluation_report"
     # On ``drift_report`` (materialization or on-demand observation): the Evidently HTML report.
     DRIFT_HTML_REPORT: Final = "report"
+    # On ``evaluation`` and the production fairness checks: groups left out of the gaps.
+    TOO_SMALL_GROUPS: Final = "too_small_groups"
 
 
 # Asset checks that sensors watch.

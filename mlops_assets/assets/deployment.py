@@ -233,7 +233,12 @@ def score_batch(
     labelled = out["label"].notna()
     if not labelled.any():
         return out, None
-    result = evaluate(out.loc[labelled, "label"].to_numpy(), scores[labelled.to_numpy()], out.loc[labelled, sensitive])
+    result = evaluate(
+        out.loc[labelled, "label"].to_numpy(),
+        scores[labelled.to_numpy()],
+        out.loc[labelled, sensitive],
+        min_group_size=pipeline.spec.gates.min_group_size,
+    )
     return out, result
 
 
@@ -263,6 +268,7 @@ def predictions_metadata(
 def fairness_check_results(
     fairness: dict[str, tuple[str, float]], result: "Evaluation | None", *, batch: str, version: str
 ) -> Iterator[dg.AssetCheckResult]:
+    note = result.too_small_note() if result is not None else ""
     for name, (gap, limit) in fairness.items():
         value = result.worst(gap) if result is not None else None
         yield dg.AssetCheckResult(
@@ -270,16 +276,18 @@ def fairness_check_results(
             passed=value is None or value <= limit,
             severity=dg.AssetCheckSeverity.WARN,
             description=(
-                f"batch {batch}: no labelled rows with both classes, not evaluated"
+                f"batch {batch}: not evaluated: no labelled rows with both classes, or fewer than two "
+                f"groups large enough to compare{note}"
                 if value is None
                 else f"batch {batch}: {gap} {value:.3f} {'within' if value <= limit else 'exceeds'} "
-                f"limit {limit:g} (champion version {version})"
+                f"limit {limit:g} (champion version {version}){note}"
             ),
             metadata={
                 Meta.BATCH: batch,
                 "gap": value if value is not None else -1.0,
                 "limit": limit,
                 Meta.MODEL_VERSION: version,
+                Meta.TOO_SMALL_GROUPS: dg.MetadataValue.json(result.too_small() if result is not None else []),
             },
         )
 
