@@ -273,6 +273,10 @@ class Meta:
     # evaluation's own ``partition`` empty).
     BATCH: Final = "batch"
     FINGERPRINT: Final = "fingerprint"
+    # On ``features``: how many of the batch's rows have a label (the others are scored only).
+    LABELLED_ROWS: Final = "labelled_rows"
+    # On ``predictions``: why the batch's performance and fairness were not evaluated.
+    EVALUATION_SKIPPED: Final = "evaluation_skipped"
     TRAINING_FINGERPRINT: Final = "training_fingerprint"
     WINDOW_UNTIL: Final = "window_until"
     EXPECTATIONS_PASSED: Final = "expectations_passed"
@@ -289,6 +293,8 @@ class Meta:
     EVALUATION_REPORT: Final = "evaluation_report"
     # On ``drift_report`` (materialization or on-demand observation): the Evidently HTML report.
     DRIFT_HTML_REPORT: Final = "report"
+    # On ``evaluation`` and the production fairness checks: groups left out of the gaps.
+    TOO_SMALL_GROUPS: Final = "too_small_groups"
 
 
 # Asset checks that sensors watch.

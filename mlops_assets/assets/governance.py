@@ -110,7 +110,7 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     def explanation(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
         from mlops_assets.explain import explain, render_text
 
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         try:
             doc = explain(model=spec.name, registry=registry, lake=lake, instance=context.instance, batch=batch)
         except LookupError as e:
