@@ -50,6 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="move the alias through the registry alone, without a Dagster run (when Dagster is down)",
     )
+    label_parser = commands.add_parser(
+        "label", help="join labels that arrived later to served requests (by request_id) and score them again"
+    )
+    label_parser.add_argument("model", help="spec name")
+    label_parser.add_argument(
+        "--file", required=True, help="CSV or Parquet with columns request_id and the spec's label column"
+    )
     history_parser = commands.add_parser("history", help="every champion move; or who was champion at a time")
     history_parser.add_argument("model", help="spec name")
     history_parser.add_argument("--at", help="an ISO time (UTC unless it has an offset): print that moment's champion")
@@ -108,9 +115,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
         if spec is None:
             parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
         return serve_command(settings, spec, host=args.host, port=args.port)
-    if args.command in ("explain", "rollback", "history", "report"):
+    if args.command in ("explain", "rollback", "history", "report", "label"):
         if args.model not in {s.name for s in specs}:
             parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
+        if args.command == "label":
+            return label_command(settings, next(s for s in specs if s.name == args.model), file=args.file)
         if args.command == "report":
             return drift_report_command(settings, args.model, batch=args.batch)
         if args.command == "explain":
@@ -175,6 +184,29 @@ def spec_init_command(name: str, *, source: str, label: str | None, output: str 
     next_step = "" if label else " (set label.column and its rule first)"
     print(f"\nWrote {target}. Next{next_step}: MLOPS_PIPELINES={target} mlops demo")
     return 0
+
+
+def label_command(settings: Settings, spec: Any, *, file: str) -> int:
+    """Joins a labels file to the request log; each served batch it labels lands again."""
+    from mlops_assets.serving.labels import join_labels, read_labels
+
+    try:
+        labels = read_labels(spec, file)
+    except ValueError as e:
+        print(f"mlops label: {e}")
+        return 1
+    _, lake = _registry_and_lake(settings)
+    landing = build_resources(settings)["landing"]
+    if settings.env != "local":
+        landing = landing.process_config_and_initialize()
+    report = join_labels(spec, lake, landing, labels)
+    for batch, rows in report.matched.items():
+        print(f"{spec.name}: batch {batch}: {rows} labelled rows, landed again for scoring")
+    print(
+        f"{spec.name}: {len(labels)} labels, {len(labels) - report.unmatched} joined, "
+        f"{report.unmatched} match no request"
+    )
+    return 0 if report.matched else 1
 
 
 def _registry_and_lake(settings: Settings) -> tuple[Any, Any]:

@@ -199,6 +199,11 @@ class GatesSpec(_Strict):
     )
     max_demographic_parity_difference: float | None = 0.25
     max_equalized_odds_difference: float | None = 0.25
+    min_group_size: Annotated[int, Field(ge=1)] = Field(
+        default=30,
+        description="Sensitive groups with fewer rows are left out of the fairness gaps (at training "
+        "and in production) and reported as too small: a rate over a handful of rows is noise.",
+    )
 
     @model_validator(mode="after")
     def _known_metrics(self) -> GatesSpec:
