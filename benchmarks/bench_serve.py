@@ -121,7 +121,9 @@ def run_load(port: int, rate: float, seconds: float, threads: int, bodies: Path)
     """The load generator in its own process (so its CPU use is not the server's)."""
     command = [sys.executable, __file__, "load", "--port", str(port), "--rate", str(rate)]
     command += ["--seconds", str(seconds), "--threads", str(threads), "--bodies", str(bodies)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        command, capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -280,8 +282,10 @@ def main() -> None:
     for name, r in results.items():
         kind = "closed, 4 conn" if name.endswith("peak") else f"{args.rate:.0f} req/s"
         print(f"{name:<26}{kind:>14}{r['rate']:>9.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['errors']:>8}")
-    print(f"{'mlops serve, alias moves':<26}{args.rate:>10.0f} r/s{moved['rate']:>9.0f}{moved['p50']:>9.2f}"
-          f"{moved['p99']:>9.2f}{moved['errors']:>8}")
+    print(
+        f"{'mlops serve, alias moves':<26}{args.rate:>10.0f} r/s{moved['rate']:>9.0f}{moved['p50']:>9.2f}"
+        f"{moved['p99']:>9.2f}{moved['errors']:>8}"
+    )
     shadow = metrics.get(f'mlops_serve_shadow_rows_total{{model="{MODEL}"}}', 0)
     swaps = metrics.get(f'mlops_serve_model_swaps_total{{model="{MODEL}",alias="champion"}}', 0)
     print(f"mlops serve counted {shadow:.0f} shadow rows and {swaps:.0f} champion loads (the first and each move)")
