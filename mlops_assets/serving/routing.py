@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("mlops.serve")
+from mlops_assets.contract import ROUTE_CANARY as CANARY_ROUTE
+from mlops_assets.contract import ROUTE_CHAMPION as CHAMPION_ROUTE
 
-CHAMPION_ROUTE = "champion"
-CANARY_ROUTE = "canary"
+log = logging.getLogger("mlops.serve")
 _SCALE = float(1 << 64)
 
 

@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+from mlops_assets.contract import LakeFolder, ServedColumn
 from mlops_assets.ml.trainers import prepare_inputs
 from tests.conftest import GSS_FEATURES
 from tests.serving.conftest import NAME, Registered, Serve, row
@@ -82,7 +83,7 @@ def test_health_is_ready_only_once_a_model_is_loaded(registered: Registered, ser
 def test_bad_requests_get_4xx_naming_the_problem_and_are_counted_not_logged(
     registered: Registered, serve: Serve
 ) -> None:
-    served = serve({**NO_LOG, "max_rows": 5, "max_body_bytes": 4000})
+    served = serve({"max_rows": 5, "max_body_bytes": 4000})
     good = row(registered.frame, 0)
     cases = [
         ({"dataframe_records": [{k: v for k, v in good.items() if k != "age"}]}, 400, "column 'age': missing"),
@@ -113,6 +114,26 @@ def test_bad_requests_get_4xx_naming_the_problem_and_are_counted_not_logged(
     assert metrics[f"mlops_serve_rows_total{{{m}}}"] == 0
     assert f'mlops_serve_requests_total{{{m},code="200"}}' not in metrics
     assert served.process.poll() is None
+    # Only served requests are traffic: after two good ones, the log holds exactly their rows.
+    for rid in ("good-1", "good-2"):
+        assert served.invoke({"dataframe_records": [good, good]}, **{"X-Request-Id": rid})[0] == 200
+    served.process.terminate()
+    # uvicorn shuts down gracefully (lifespan: the log is closed), then re-raises SIGTERM.
+    assert served.process.wait(timeout=30) in (0, -15), served.log.read_text()
+    logged = _logged(registered)
+    assert sorted(logged[ServedColumn.REQUEST_ID]) == ["good-1.0", "good-1.1", "good-2.0", "good-2.1"]
+    assert set(logged[ServedColumn.ROUTE]) == {"champion"}
+    assert set(logged[ServedColumn.CHAMPION_VERSION]) == {registered.versions[0]}
+
+
+def _logged(registered: Registered):  # noqa: ANN202 - pandas is imported lazily
+    """Every row of the request log files in the lake of the test session."""
+    import pandas as pd
+
+    folder = registered.root / "home" / "lake" / NAME / LakeFolder.REQUEST_LOG
+    files = sorted(folder.glob("*.parquet"))
+    assert files, f"no request log file under {folder}"
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
 def test_metrics_count_requests_latency_and_versions(registered: Registered, serve: Serve) -> None:
