@@ -86,6 +86,9 @@ def test_files_rotate_by_row_count_and_keep_every_row_in_order(tmp_path: Path) -
     # Requests of 1 and 3 rows: a file boundary falls inside a request.
     for chunk in (ids[0:1], ids[1:4], ids[4:7], ids[7:8], ids[8:11], ids[11:12]):
         log.append(request(chunk))
+    # Closed by the row count while the log is open (the interval is an hour away).
+    wait_until(lambda: len(log.written) == 2, within=30)
+    assert [len(f) for f in landed(tmp_path)] == [5, 5]
     log.close()
     frames = landed(tmp_path)
     assert [len(f) for f in frames] == [5, 5, 2]
