@@ -358,6 +358,26 @@ class ServingSpec(_Strict):
     request_log: RequestLogSpec = Field(default_factory=RequestLogSpec)
 
 
+class LimitsSpec(_Strict):
+    """What one landed file may cost to read. Checked before the data is decoded where the format
+    allows (Parquet's footer and dictionaries; a CSV's size and header), and on the decoded frame;
+    a file over a limit fails its run naming the limit, the file and the value."""
+
+    max_file_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=1 << 30, description="Size of the file on disk (1 GiB); checked by the landing sensor too."
+    )
+    max_rows: Annotated[int, Field(ge=1)] = Field(default=5_000_000, description="Rows in one batch file.")
+    max_columns: Annotated[int, Field(ge=1)] = Field(default=1_000, description="Columns in one batch file.")
+    max_decoded_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=512 << 20,
+        description="Memory the decoded file may take (512 MiB): a small Parquet file whose "
+        "dictionary-encoded strings decode to hundreds of MB is refused before it is decoded.",
+    )
+    max_cell_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=1 << 20, description="Bytes of the largest single value (1 MiB)."
+    )
+
+
 class PipelineSpec(_Strict):
     """The whole spec of one model."""
 
@@ -374,6 +394,7 @@ class PipelineSpec(_Strict):
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     explain: ExplainSpec = Field(default_factory=ExplainSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     _origin: str = PrivateAttr(default="<spec>")
 

@@ -112,6 +112,7 @@ def read_raw_batch(spec: PipelineSpec, batch: str, landing: LandingZone) -> "tup
         Failure: the landed file cannot be read (names it), or the batch is nowhere.
     """
     from mlops_assets.ml.data import read_batch, read_landed_file
+    from mlops_assets.ml.limits import LimitExceeded
 
     try:
         landed = landing.file_for(spec.name, batch)
@@ -119,9 +120,16 @@ def read_raw_batch(spec: PipelineSpec, batch: str, landing: LandingZone) -> "tup
         raise dg.Failure(str(e), allow_retries=False) from e
     if landed is not None:
         try:
-            return read_landed_file(landed, batch=batch, batch_column=spec.source.batch_column), landed
+            frame = read_landed_file(landed, batch=batch, batch_column=spec.source.batch_column, limits=spec.limits)
+        except LimitExceeded as e:
+            raise dg.Failure(
+                str(e),
+                metadata={"file": landed, "limit": f"limits.{e.limit}", "value": e.value, "allowed": e.allowed},
+                allow_retries=False,
+            ) from e
         except ValueError as e:
             raise dg.Failure(str(e), metadata={"file": landed}) from e
+        return frame, landed
     frame = read_batch(spec.source, batch)
     if frame.empty:
         raise dg.Failure(f"{spec.name}: batch {batch} is neither in the source nor in {landing.folder(spec.name)}")
