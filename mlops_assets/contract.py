@@ -212,6 +212,11 @@ class Sensor:
     def run_watchdog(model: str) -> str:
         return f"{model}_run_watchdog_sensor"
 
+    @staticmethod
+    def drift_report(model: str) -> str:
+        """Launches the drift report job for the batches that get an Evidently HTML report."""
+        return f"{model}_drift_report_sensor"
+
 
 # Registered-model aliases (public).
 CHAMPION: Final = "champion"
@@ -291,10 +296,12 @@ class Meta:
     MODEL_CARD: Final = "model_card"
     # On ``promotion``: the decision's HTML evaluation report in the lake.
     EVALUATION_REPORT: Final = "evaluation_report"
-    # On ``drift_report`` (materialization or on-demand observation): the Evidently HTML report.
+    # On ``drift_report``, an observation by the drift report job: the Evidently HTML report.
     DRIFT_HTML_REPORT: Final = "report"
     # On ``evaluation`` and the production fairness checks: groups left out of the gaps.
     TOO_SMALL_GROUPS: Final = "too_small_groups"
+    # On ``drift_report``: whether the batch drifted (the drift report sensor renders those).
+    DATASET_DRIFT: Final = "dataset_drift"
 
 
 # Asset checks that sensors watch.

@@ -18,6 +18,7 @@ from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, DRIFT_CHECK, TAG_MAX_
 from mlops_assets.k8s import training_op_tags
 from sensors.builders import (
     build_check_alert_sensor,
+    build_drift_report_sensor,
     build_landing_sensor,
     build_recheck_schedule,
     build_retrain_sensor,
@@ -85,6 +86,7 @@ def build_pipeline(
         tags=_with_max_runtime(pipeline.tags, "recheck"),
         description=f"Re-scores one {name} batch with the current champion and re-checks its drift and fairness.",
     )
+    drift_report_job = build_drift_report_job(pipeline)
     monitoring = pipeline.spec.monitoring
     interval = sensor_interval_seconds
     drift = [dg.AssetCheckKey(pipeline.key(Asset.DRIFT_REPORT), DRIFT_CHECK)]
@@ -98,6 +100,8 @@ def build_pipeline(
         ),
         build_run_watchdog_sensor(pipeline, interval_seconds=interval),
     ]
+    if pipeline.spec.drift.html_report != "on_demand":
+        sensors.append(build_drift_report_sensor(pipeline, job=drift_report_job, interval_seconds=interval))
     cadence = monitoring.retrain_every is not None
     if monitoring.retrain_on_drift:
         sensors.append(
@@ -121,7 +125,7 @@ def build_pipeline(
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[score_batch, retrain, recheck, build_rollback_job(pipeline), build_drift_report_job(pipeline)],
+        jobs=[score_batch, retrain, recheck, build_rollback_job(pipeline), drift_report_job],
         sensors=sensors,
         schedules=schedules,
     )

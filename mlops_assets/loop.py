@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from mlops_assets.contract import CHAMPION, TAG_BATCH, TAG_MODEL, TAG_TRIGGER, Asset, Fairness, LakeFolder, Meta
+from mlops_assets.contract import CHAMPION, TAG_BATCH, TAG_MODEL, TAG_TRIGGER, Asset, Fairness, Job, LakeFolder, Meta
 from mlops_assets.spec import PipelineSpec
 from resources.settings import Settings
 
@@ -142,13 +142,16 @@ class ClosedLoop:
         staging.replace(final)
         return final
 
-    def wait_for_run(self, tags: dict[str, str], *, appear_within: float) -> dg.DagsterRun | None:
-        """The run carrying ``tags`` once it has finished; None if none appears in time."""
+    def wait_for_run(
+        self, tags: dict[str, str], *, appear_within: float, job: str | None = None
+    ) -> dg.DagsterRun | None:
+        """The run (of ``job``, if given) carrying ``tags`` once it has finished; None if none
+        appears in time."""
         deadline = time.monotonic() + appear_within
         run = None
         while run is None:
             self.check_daemon()
-            records = self.instance.get_run_records(dg.RunsFilter(tags=tags), limit=1)
+            records = self.instance.get_run_records(dg.RunsFilter(job_name=job, tags=tags), limit=1)
             run = records[0].dagster_run if records else None
             if run is None:
                 if time.monotonic() > deadline:
@@ -186,7 +189,10 @@ class ClosedLoop:
             # (a code-server call) can itself take many seconds.
             patience = 6 * int(self.env.get("MLOPS_SENSOR_INTERVAL_SECONDS", "30")) + 90
             for trigger in self._failed_monitors(batch):
-                retrain = self.wait_for_run({**model_tags, TAG_TRIGGER: trigger}, appear_within=patience)
+                # The job named: a drifted batch also gets a drift report run with the same tags.
+                retrain = self.wait_for_run(
+                    {**model_tags, TAG_TRIGGER: trigger}, appear_within=patience, job=Job.retrain(name)
+                )
                 if retrain is not None:
                     row["retrain"] = trigger
                     row["decision"] = self._decision(retrain)

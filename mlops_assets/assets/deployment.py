@@ -15,6 +15,7 @@ from mlops_assets.contract import (
     Job,
     LakeFolder,
     Meta,
+    Sensor,
     artifact_path,
     column_drift_check,
 )
@@ -92,9 +93,10 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "How far a batch drifted from the training data of the model that scored it.\n\n"
             "Per-column drift scores come from the reference profile saved with the model "
             "(Evidently's default methods and thresholds, or the spec's); the drifted share is "
-            f"check `{DRIFT_CHECK}`. An Evidently HTML report of the same comparison is stored "
-            f"beside it and linked here when the batch drifted (spec `drift.html_report`: "
-            f"{spec.drift.html_report}); job `{Job.drift_report(pipeline.name)}` renders one on demand."
+            f"check `{DRIFT_CHECK}`. An Evidently HTML report of the same comparison is rendered by "
+            f"job `{Job.drift_report(pipeline.name)}` in a run of its own, stored beside it and linked "
+            f"here: launched by sensor `{Sensor.drift_report(pipeline.name)}` when the batch drifted "
+            f"(spec `drift.html_report`: {spec.drift.html_report}), or on demand."
         ),
     )
     @retry_on_tracking_outage
@@ -104,9 +106,8 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         current = lake.read_frame(spec.name, Asset.FEATURES, batch)
         profile = reference_profile(registry, spec.name, scored_by)
         result = detect(pipeline, profile, current)
-        report_path = None
-        if wants_html_report(spec.drift.html_report, dataset_drift=result.dataset_drift):
-            report_path = render_report(pipeline, lake, batch, profile, current)
+        # The HTML report (seconds of Evidently) is rendered by a run of its own that the drift
+        # report sensor launches for the batches wants_html_report picks; it links it here.
         summary = DriftSummary(
             batch=batch,
             model_version=scored_by,
@@ -116,7 +117,7 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         )
         lake.write_json(spec.name, Asset.DRIFT_REPORT, summary.to_dict(), batch)
         yield from drift_check_results(pipeline, result, batch=batch, scored_by=scored_by, columns=columns)
-        yield dg.MaterializeResult(metadata=drift_metadata(result, scored_by, report_path))
+        yield dg.MaterializeResult(metadata=drift_metadata(result, scored_by))
 
     return [predictions, drift_report]
 
@@ -375,14 +376,11 @@ def drift_check_results(
         )
 
 
-def drift_metadata(result: "DriftResult", scored_by: str, report_path: str | None) -> dict[str, object]:
-    metadata: dict[str, object] = {
+def drift_metadata(result: "DriftResult", scored_by: str) -> dict[str, object]:
+    # No report link: the report run records it (an observation) once the report exists.
+    return {
         Meta.MODEL_VERSION: scored_by,
         "drifted_share": result.drifted_share,
-        "dataset_drift": result.dataset_drift,
+        Meta.DATASET_DRIFT: result.dataset_drift,
         "columns": table(drift_rows(result), DRIFT_TABLE_COLUMNS),
     }
-    if report_path is not None:
-        # Only where a report was rendered: a link to nothing would mislead.
-        metadata[Meta.DRIFT_HTML_REPORT] = dg.MetadataValue.path(report_path)
-    return metadata

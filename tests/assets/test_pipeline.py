@@ -78,7 +78,8 @@ def test_a_production_batch_is_scored_by_the_champion_and_drift_checked(harness:
     assert checks["age_no_drift"] is False
     drift = harness.metadata("drift_report", "2010")
     assert drift["dataset_drift"] is True
-    assert Path(drift["report"]).read_text().lstrip().lower().startswith("<!doctype html")
+    # The HTML report is a run of its own (tests/assets/test_drift_report.py), not the scoring run's.
+    assert "report" not in drift
 
 
 def test_retraining_unchanged_data_reuses_the_version(harness: Harness) -> None:
