@@ -11,6 +11,7 @@ from mlops_assets.assets.evaluation import build_evaluation_assets
 from mlops_assets.assets.features import build_feature_assets
 from mlops_assets.assets.governance import build_governance_assets, build_rollback_job
 from mlops_assets.assets.ingestion import build_ingestion_assets
+from mlops_assets.assets.online import build_online_assets
 from mlops_assets.assets.training import build_training_assets
 from mlops_assets.assets.validation import build_validation_assets
 from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, DRIFT_CHECK, TAG_MAX_RUNTIME, Asset, Job
@@ -60,6 +61,7 @@ def build_pipeline(
         *build_deployment_assets(pipeline),
         *build_attribution_assets(pipeline),
         *build_governance_assets(pipeline),
+        *build_online_assets(pipeline),
     ]
     score_batch = dg.define_asset_job(
         Job.score_batch(name),
@@ -70,7 +72,9 @@ def build_pipeline(
     )
     retrain = dg.define_asset_job(
         Job.retrain(name),
-        selection=dg.AssetSelection.assets(*(pipeline.key(a) for a in (*RETRAIN_ASSETS, Asset.MODEL_CARD))),
+        selection=dg.AssetSelection.assets(
+            *(pipeline.key(a) for a in (*RETRAIN_ASSETS, Asset.MODEL_CARD, Asset.DEPLOYMENT))
+        ),
         tags=_with_max_runtime(pipeline.tags, "retrain"),
         description=f"Trains a {name} candidate on the training window, evaluates it and decides its promotion.",
     )

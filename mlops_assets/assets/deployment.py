@@ -59,13 +59,15 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         description=(
             "A batch scored by the model version that is champion when the run starts; the "
             "version is stored in every row and in the metadata.\n\n"
-            "On labelled batches the metadata adds ROC AUC and the fairness of the champion's "
-            "predictions in production, checked against the spec's fairness limits."
+            "Every row is scored, labelled or not. On the labelled rows the metadata adds ROC AUC "
+            "and the fairness of the champion's predictions in production, checked against the "
+            "spec's fairness limits; the metadata of a batch without labelled rows (served "
+            "traffic) says why they are skipped, and its drift is checked all the same."
         ),
     )
     @retry_on_tracking_outage
     def predictions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         champion = current_champion(registry, spec.name, batch)
         frame = lake.read_frame(spec.name, Asset.FEATURES, batch)
         out, result = score_batch(pipeline, frame, registry.load_model(champion), champion.version)
@@ -97,7 +99,7 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     )
     @retry_on_tracking_outage
     def drift_report(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         scored_by = scored_version(lake, spec.name, batch)
         current = lake.read_frame(spec.name, Asset.FEATURES, batch)
         profile = reference_profile(registry, spec.name, scored_by)
@@ -135,7 +137,7 @@ def build_drift_report_job(pipeline: ModelPipeline) -> dg.JobDefinition:
     @dg.op(name=f"{pipeline.name}_render_drift_report", description="Renders the Evidently HTML report of a batch.")
     @retry_on_tracking_outage
     def render_drift_report(context: dg.OpExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         if not lake.exists(spec.name, Asset.PREDICTIONS, batch, "parquet"):
             raise dg.Failure(f"{spec.name}: batch {batch} has not been scored, so it has no drift to report")
         scored_by = scored_version(lake, spec.name, batch)
@@ -231,7 +233,12 @@ def score_batch(
     labelled = out["label"].notna()
     if not labelled.any():
         return out, None
-    result = evaluate(out.loc[labelled, "label"].to_numpy(), scores[labelled.to_numpy()], out.loc[labelled, sensitive])
+    result = evaluate(
+        out.loc[labelled, "label"].to_numpy(),
+        scores[labelled.to_numpy()],
+        out.loc[labelled, sensitive],
+        min_group_size=pipeline.spec.gates.min_group_size,
+    )
     return out, result
 
 
@@ -244,7 +251,13 @@ def predictions_metadata(
         "dagster/row_count": len(out),
         "predicted_positive_rate": float(out["prediction"].mean()) if len(out) else 0.0,
     }
-    if result is not None:
+    labelled = int(out["label"].notna().sum())
+    metadata[Meta.LABELLED_ROWS] = labelled
+    if result is None:
+        metadata[Meta.EVALUATION_SKIPPED] = (
+            f"none of the {len(out)} rows has a label: scored, but performance and fairness are not evaluated"
+        )
+    else:
         metadata.update({f"{k}": v for k, v in result.metrics.items() if v is not None})
         for gap in Fairness.GAPS:
             if result.worst(gap) is not None:
@@ -255,6 +268,7 @@ def predictions_metadata(
 def fairness_check_results(
     fairness: dict[str, tuple[str, float]], result: "Evaluation | None", *, batch: str, version: str
 ) -> Iterator[dg.AssetCheckResult]:
+    note = result.too_small_note() if result is not None else ""
     for name, (gap, limit) in fairness.items():
         value = result.worst(gap) if result is not None else None
         yield dg.AssetCheckResult(
@@ -262,16 +276,18 @@ def fairness_check_results(
             passed=value is None or value <= limit,
             severity=dg.AssetCheckSeverity.WARN,
             description=(
-                f"batch {batch}: no labelled rows with both classes, not evaluated"
+                f"batch {batch}: not evaluated: no labelled rows with both classes, or fewer than two "
+                f"groups large enough to compare{note}"
                 if value is None
                 else f"batch {batch}: {gap} {value:.3f} {'within' if value <= limit else 'exceeds'} "
-                f"limit {limit:g} (champion version {version})"
+                f"limit {limit:g} (champion version {version}){note}"
             ),
             metadata={
                 Meta.BATCH: batch,
                 "gap": value if value is not None else -1.0,
                 "limit": limit,
                 Meta.MODEL_VERSION: version,
+                Meta.TOO_SMALL_GROUPS: dg.MetadataValue.json(result.too_small() if result is not None else []),
             },
         )
 

@@ -205,7 +205,10 @@ def evaluate_against_champion(
         if version is None:
             continue
         proba = registry.load_model(version).predict_proba(inputs)[:, 1]
-        scored[role] = ScoredVersion(version.version, evaluate(y, proba, holdout[spec.sensitive_features]))
+        scored[role] = ScoredVersion(
+            version.version,
+            evaluate(y, proba, holdout[spec.sensitive_features], min_group_size=spec.gates.min_group_size),
+        )
         drawn[role] = ScoredModel(role, version.version, proba, scored[role].evaluation)
         context.log.info("%s %s v%s: %s", spec.name, role, version.version, scored[role].evaluation.metrics)
     started = time.perf_counter()
@@ -281,6 +284,7 @@ def evaluation_result(report: EvaluationReport, figure_uris: list[str]) -> dg.Ma
             **{f"candidate_{k}": v for k, v in candidate.evaluation.metrics.items() if v is not None},
             "comparison": table(rows, COMPARISON_COLUMNS),
             "candidate_by_group": group_table(candidate.evaluation),
+            Meta.TOO_SMALL_GROUPS: table(candidate.evaluation.too_small(), ["feature", "group", "rows"]),
             "figures": dg.MetadataValue.md("\n".join(f"- `{uri}`" for uri in figure_uris) or "(none)"),
         }
     )
