@@ -167,8 +167,9 @@ def spec_init_command(name: str, *, source: str, label: str | None, output: str 
 
     from mlops_assets.ml.data import read_source_files
     from mlops_assets.spec import SourceSpec, SpecError
-    from mlops_assets.spec_init import write_starter_spec
+    from mlops_assets.spec_init import absolute_source, write_starter_spec
 
+    source = absolute_source(source)
     target = Path(output or f"{name}.yaml")
     if target.exists():
         print(f"mlops spec init: {target} exists; remove it or pass --output")
@@ -182,7 +183,7 @@ def spec_init_command(name: str, *, source: str, label: str | None, output: str 
     target.write_text(text)
     print(text, end="")
     next_step = "" if label else " (set label.column and its rule first)"
-    print(f"\nWrote {target}. Next{next_step}: MLOPS_PIPELINES={target} mlops demo")
+    print(f"\nWrote {target}. Next{next_step}: MLOPS_PIPELINES={target.absolute()} mlops demo")
     return 0
 
 

@@ -49,6 +49,17 @@ class Profile:
     sensitive: list[str]
 
 
+def absolute_source(source: str) -> str:
+    """A local path, folder or glob made absolute: the spec is read by processes (``make demo``, the
+    daemon's code server, run workers) whose working directory is not the one ``--source`` was
+    typed in. URIs with a scheme are kept as given."""
+    from pathlib import Path
+
+    if "://" in source:
+        return source
+    return str(Path(source).expanduser().absolute())
+
+
 def profile(frame: pd.DataFrame, *, label: str | None) -> Profile:
     """Column roles as a first guess: kinds, id-like columns skipped, batch and sensitive candidates."""
     import pandas as pd
