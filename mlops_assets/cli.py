@@ -288,6 +288,8 @@ def rollback_command(settings: Settings, model: str, *, to: str, reason: str, re
             f"(registry only, no Dagster run): {move.reason}"
         )
         return 0
+    import dagster as dg
+
     from mlops_assets.definitions import build_definitions
 
     job = build_definitions(settings).resolve_job_def(Job.rollback(model))
@@ -310,7 +312,9 @@ def rollback_command(settings: Settings, model: str, *, to: str, reason: str, re
             ]
             print(f"mlops rollback: {' '.join(failures) or 'the rollback run failed'} (run {result.run_id})")
             return 1
-        (event,) = result.get_asset_materialization_events()
+        # The job also materializes the deployment downstream: read the rollback's own event.
+        rollback_key = dg.AssetKey([model, Asset.CHAMPION_ROLLBACK])
+        (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == rollback_key]
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
     finally:
         instance.dispose()

@@ -11,7 +11,7 @@ import time
 import dagster as dg
 import pytest
 
-from mlops_assets.contract import DRIFT_CHECK, Asset, Job, LakeFolder, ServedColumn
+from mlops_assets.contract import DRIFT_CHECK, Asset, Job, LakeFolder, Meta, ServedColumn
 from mlops_assets.records import ProductionEvaluation
 from mlops_assets.serving.labels import join_labels
 from mlops_assets.serving.request_log import RequestLog, ServedBatch
@@ -142,8 +142,10 @@ def test_a_served_log_is_a_batch_with_the_drift_verdicts_of_the_same_rows_landed
     (relanded,) = tick_landing(h)
     assert relanded.partition_key == served
     rescored = run_requests(h, [relanded])[served]
-    assert h.metadata(Asset.FEATURES, served)["dagster/row_count"] == len(labelled)
-    assert h.metadata(Asset.FEATURES, served)["rows_without_label_dropped"] == len(served_log) - len(labelled)
+    # Every row is still scored; the labelled ones are counted and evaluated.
+    assert h.metadata(Asset.FEATURES, served)["dagster/row_count"] == len(served_log)
+    assert h.metadata(Asset.FEATURES, served)[Meta.LABELLED_ROWS] == len(labelled)
+    assert h.metadata(Asset.FEATURES, served)["rows_without_label"] == len(served_log) - len(labelled)
     quality = ProductionEvaluation.from_dict(
         lake.read_json(NAME, LakeFolder.PRODUCTION_EVALUATION, served), origin=served
     )
