@@ -132,7 +132,7 @@ def run_load(port: int, rate: float, seconds: float, threads: int, bodies: Path)
 
 def build_home(home: Path) -> tuple[object, list[str], list[dict]]:
     """Two registered HGB versions of gss_wages (champion, challenger) and real one-row request bodies."""
-    from mlops_assets.ml.data import read_source
+    from mlops_assets.ml.data import read_source, read_source_files
     from mlops_assets.ml.trainers import build_estimator, prepare_inputs
     from mlops_assets.preflight import resolve
     from mlops_assets.spec import load_specs
@@ -171,8 +171,13 @@ def build_home(home: Path) -> tuple[object, list[str], list[dict]]:
         )
     registry.promote(name=MODEL, version=versions[0], expected_champion=None, record={}, reason="bench")
     registry.set_alias(MODEL, "challenger", versions[1])
-    later = frame[frame[batch] > spec.training.initial_until] if batch and spec.training.initial_until else frame
+    # Requests are rows of the later survey years (production traffic), complete ones so that
+    # MLflow's schema enforcement accepts every one of them too.
+    everything = read_source_files(spec.source)
+    later = everything[everything[batch] > spec.training.initial_until]
     rows = later[numeric + categorical].dropna().head(2000)
+    if rows.empty:
+        raise SystemExit(f"{MODEL}: no complete rows after {spec.training.initial_until} to send")
     records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in rows.to_dict("records")]
     return registry, versions, records
 
@@ -236,6 +241,8 @@ def main() -> None:
             "MLOPS_HOME": str(home),
             "PYTHONPATH": str(REPO),
             "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+            # mlflow models serve starts `uvicorn` by name: this interpreter's scripts come first.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         env.pop("MLOPS_PIPELINES", None)
         results: dict[str, dict] = {}
@@ -257,7 +264,9 @@ def main() -> None:
             run_load(SERVE_PORT, args.rate, 3, 2, bodies)  # warm-up
             results["mlops serve"] = run_load(SERVE_PORT, args.rate, args.seconds, 2, bodies)
             results["mlops serve peak"] = run_load(SERVE_PORT, 0, min(args.seconds, 10), 4, bodies)
+            print("measured:", json.dumps(results), flush=True)
             moved = moves_under_load(registry, versions, args.moves, SERVE_PORT, args.rate, bodies)
+            print("moves:", json.dumps(moved), flush=True)
             metrics = _metrics(SERVE_PORT)
         finally:
             stop(serve)
