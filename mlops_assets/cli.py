@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlops_assets.contract import Asset, Job, Meta, op_name, partitions_name
+from mlops_assets.contract import SERVE_PORT, Asset, Job, Meta, op_name, partitions_name
 from mlops_assets.spec import load_specs
 from resources.settings import Settings, build_resources
 
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser = commands.add_parser("serve", help="serve @champion over HTTP (MLflow's scoring protocol)")
     serve_parser.add_argument("model", help="spec name")
     serve_parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve_parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve_parser.add_argument("--port", type=int, default=SERVE_PORT, help=f"port (default {SERVE_PORT})")
     args = parser.parse_args(argv)
     if args.command == "spec":
         return spec_init_command(args.name, source=args.source, label=args.label, output=args.output)

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mlops_assets.contract import SERVE_HEALTH_PATH
 from mlops_assets.serving.holder import ModelHolder
 from mlops_assets.serving.metrics import Metrics
 from mlops_assets.serving.protocol import RequestError, error, parse, response
@@ -93,7 +94,7 @@ class ServingApp:
                 self.metrics.observe(401, 0.0)
                 return
             await self._invocations(scope, receive, send)
-        elif path in ("/health", "/ping") and method == "GET":
+        elif path in (SERVE_HEALTH_PATH, "/ping") and method == "GET":
             await self._health(send)
         elif path == "/metrics" and method == "GET":
             if not self._authorized(scope):
@@ -104,7 +105,7 @@ class ServingApp:
             await _reply(
                 send,
                 404,
-                error(404, f"{method} {path}: not found (POST /invocations, GET /health, GET /metrics)"),
+                error(404, f"{method} {path}: not found (POST /invocations, GET {SERVE_HEALTH_PATH}, GET /metrics)"),
                 _JSON,
             )
 
