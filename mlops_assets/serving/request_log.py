@@ -12,8 +12,13 @@ or ``max_rows`` rows, whichever comes first, and on ``close()``. Each closed fil
 
 Both are written under a temporary name and renamed into place, and the landing zone skips
 hidden names, so a half-written file is never taken as a batch. A crash loses at most the rows of
-the file still open. The file holds no label column: features keeps every row of an unlabelled
-batch (``mlops label`` adds labels later by request id, see ``mlops_assets.serving.labels``).
+the file still open. A file whose record is in the lake but whose landing failed (a full or
+unmounted landing volume, a crash between the two writes) is landed again under the same batch
+name: by the writer at its next file and on close, and by the next request log to start on the
+same lake, so served traffic recorded in the lake never stays out of the loop.
+
+The file holds no label column: features keeps every row of an unlabelled batch (``mlops label``
+adds labels later by request id, see ``mlops_assets.serving.labels``).
 """
 
 from __future__ import annotations
@@ -118,8 +123,12 @@ class RequestLog:
         self._seq = itertools.count(1)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # the last file's write failed (rows kept pending)
+        self._landing_error: BaseException | None = None  # a recorded file is not landed yet
         self.written: list[str] = []  # batch names of the files closed so far, in order
+        # Files recorded in the lake whose landing failed: landed again before the next file.
+        self._unlanded: list[str] = []
+        self.recovered = self._land_orphans()
         self._thread = threading.Thread(target=self._run, name=f"request-log-{spec.name}", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -172,8 +181,9 @@ class RequestLog:
         if self._thread is not threading.current_thread():
             self._thread.join()
         atexit.unregister(self.close)
-        if self._error is not None:
-            error, self._error = self._error, None
+        failure = self._error or self._landing_error
+        if failure is not None:
+            error, self._error, self._landing_error = failure, None, None
             raise RuntimeError(f"{self.spec.name}: request log: rows could not be written") from error
 
     # ---- the writer thread -------------------------------------------------------------------
@@ -183,15 +193,20 @@ class RequestLog:
         opened_at: float | None = None
         while True:
             timeout = None if opened_at is None else max(0.0, opened_at + self.interval_seconds - time.monotonic())
+            if self._unlanded:  # a failed landing is retried every interval, traffic or not
+                timeout = self.interval_seconds if timeout is None else min(timeout, self.interval_seconds)
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
+            if self._unlanded:
+                self._land_unlanded()
             if item is _STOP:
                 # Everything queued before close() is already taken: the queue is FIFO.
                 while pending.rows:
                     if not self._write_next(pending, pending.rows if pending.rows <= self.max_rows else self.max_rows):
                         return
+                self._land_unlanded()
                 return
             if item is not None:
                 if opened_at is None:
@@ -232,9 +247,45 @@ class RequestLog:
         batch = served_batch_name(time.time(), self.replica, next(self._seq))
         # The record first: a file is landed only once the lake holds what it was made from.
         self.lake.write_bytes(self.spec.name, LakeFolder.REQUEST_LOG, data, batch, "parquet")
-        land_bytes(self.landing_root, self.spec.name, batch, data)
+        # From here the rows are safe in the lake: a failed landing is retried under this name,
+        # never by writing the rows again (that would record them twice).
         self.written.append(batch)
+        self._unlanded.append(batch)
         log.info("%s: request log file %s closed with %d rows", self.spec.name, batch, len(frame))
+        self._land_unlanded()
+
+    def _land_unlanded(self) -> None:
+        """Lands the recorded files not landed yet, oldest first; keeps those that still fail."""
+        while self._unlanded:
+            batch = self._unlanded[0]
+            try:
+                data = self.lake.read_bytes(self.spec.name, LakeFolder.REQUEST_LOG, batch, "parquet")
+                land_bytes(self.landing_root, self.spec.name, batch, data)
+            except Exception as e:
+                log.exception(
+                    "%s: request log file %s is in the lake but not landed; retried later", self.spec.name, batch
+                )
+                self._landing_error = e
+                return
+            self._unlanded.pop(0)
+        self._landing_error = None
+
+    def _land_orphans(self) -> list[str]:
+        """Lands the lake's request-log files that have no landing file (an earlier writer crashed
+        or could not land them); the batch names landed."""
+        folder = Path(self.landing_root) / self.spec.name
+        orphans = [
+            b
+            for b in self.lake.partitions(self.spec.name, LakeFolder.REQUEST_LOG)
+            if not (folder / f"{b}.parquet").exists()
+        ]
+        if orphans:
+            log.warning(
+                "%s: request log files %s were in the lake but not landed: landing them", self.spec.name, orphans
+            )
+        self._unlanded.extend(orphans)
+        self._land_unlanded()  # what still fails is retried with the next file and on close
+        return [b for b in orphans if b not in self._unlanded]
 
     def frame(self, chunk: dict[str, list]) -> pd.DataFrame:
         """The rows of one file, typed as training typed them (``prepare_inputs``)."""

@@ -18,6 +18,7 @@ from mlops_assets.contract import LakeFolder, ServedColumn
 from mlops_assets.serving import request_log as request_log_module
 from mlops_assets.serving.request_log import RequestLog, ServedBatch
 from mlops_assets.spec import PipelineSpec
+from resources.lake import Lake
 from resources.landing import LandingZone
 from tests.conftest import GSS_FEATURES
 
@@ -169,8 +170,8 @@ def test_a_half_written_file_is_never_landed_and_its_rows_are_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The rename into the landing folder fails (a crash between write and rename): only the
-    hidden staging file exists, which the landing zone does not list; the rows stay pending and
-    land whole on the next try."""
+    hidden staging file exists, which the landing zone does not list; the file recorded in the
+    lake lands whole on the next try, under its own name, and its rows are recorded once."""
     real_replace = request_log_module.os.replace
     calls = []
 
@@ -188,9 +189,36 @@ def test_a_half_written_file_is_never_landed_and_its_rows_are_kept(
     staging = [p.name for p in folder.iterdir()]
     assert len(staging) == 1 and staging[0].startswith(".served-"), staging
     assert LandingZone(root=str(tmp_path / "landing")).scan(NAME).files == []
-    wait_until(lambda: len(log.written) == 1, within=10)
+    wait_until(lambda: len(calls) >= 2, within=10)  # retried within the interval, without traffic
     log.close()
     assert [list(f[ServedColumn.REQUEST_ID]) for f in landed(tmp_path)] == [["a", "b"]]
+    lake = Lake(root=str(tmp_path / "lake"))
+    assert lake.partitions(NAME, LakeFolder.REQUEST_LOG) == log.written
+    assert [f.batch for f in LandingZone(root=str(tmp_path / "landing")).files(NAME)] == log.written
+
+
+def test_a_file_recorded_but_never_landed_is_landed_by_the_next_log(tmp_path: Path) -> None:
+    """The landing folder is unusable while a server runs (here its model folder is a file) and
+    the server stops: its rows are in the lake only, and close() says so. The next request log
+    on the same lake lands them under their batch name, once."""
+    (tmp_path / "landing").mkdir()
+    blocker = tmp_path / "landing" / NAME
+    blocker.write_text("not a folder")
+    first = make_log(tmp_path)
+    first.append(request(["a", "b", "c"]))
+    with pytest.raises(RuntimeError, match="rows could not be written"):
+        first.close()
+    lake = Lake(root=str(tmp_path / "lake"))
+    (recorded,) = lake.partitions(NAME, LakeFolder.REQUEST_LOG)
+    blocker.unlink()
+
+    second = make_log(tmp_path)
+    assert second.recovered == [recorded]
+    second.close()
+    assert [list(f[ServedColumn.REQUEST_ID]) for f in landed(tmp_path)] == [["a", "b", "c"]]
+    third = make_log(tmp_path)
+    third.close()
+    assert third.recovered == []  # landed already: not again
 
 
 def test_append_returns_in_microseconds_while_the_writer_writes(tmp_path: Path) -> None:
