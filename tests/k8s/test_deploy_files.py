@@ -432,3 +432,23 @@ def test_the_serve_deployment_runs_a_real_mlops_serve_behind_its_probes(
     assert env["MLOPS_LANDING_DIR"]["value"] in mounts.values()
     (landing,) = [n for n, path in mounts.items() if path == env["MLOPS_LANDING_DIR"]["value"]]
     assert "persistentVolumeClaim" in volumes[landing]
+
+
+def test_the_code_server_and_run_pods_mount_the_landing_folder_the_replicas_land_in() -> None:
+    """The landing sensor runs in the code server and raw_batch in run pods (which get the code
+    server's volumes): both see the claim the serve replicas write their request logs to, at the
+    path the replicas name as MLOPS_LANDING_DIR, which the Secret must then hold too."""
+    pod = serve_manifests()["Deployment"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    landing_dir = {e["name"]: e for e in container["env"]}["MLOPS_LANDING_DIR"]["value"]
+    (serve_mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == landing_dir]
+    claim = {v["name"]: v for v in pod["spec"]["volumes"]}[serve_mount["name"]]["persistentVolumeClaim"]["claimName"]
+
+    deployment = code_deployment(load_values())
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True, "run pods get the volumes"
+    volumes = [v for v in deployment["volumes"] if "persistentVolumeClaim" in v]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in volumes}
+    mounted = [m for m in deployment["volumeMounts"] if claims.get(m["name"]) == claim]
+    assert [m["mountPath"] for m in mounted] == [landing_dir]
+    secret_doc = VALUES_FILE.read_text().split("---")[0]
+    assert f"MLOPS_LANDING_DIR\n#                               ({landing_dir}" in secret_doc
