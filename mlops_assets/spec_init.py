@@ -238,7 +238,7 @@ def render(data: dict[str, Any], found: Profile, *, frame: pd.DataFrame, baselin
         f"# Starter spec written by `mlops spec init {name}` from {data['source']['uri']} ({len(frame)} rows).",
         "# Every line below is a guess: read it, change what is wrong, then run",
         "# `MLOPS_PIPELINES=<this file> make demo`.",
-        "# Spec reference: README.md, 'The pipeline spec'.",
+        "# Spec reference: README.md, 'Spec reference' (under 'Bring your own data').",
         f"name: {name}",
         "source:",
         f"  uri: {flow(data['source']['uri'])}",
