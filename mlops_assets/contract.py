@@ -302,6 +302,8 @@ class Meta:
     TOO_SMALL_GROUPS: Final = "too_small_groups"
     # On ``drift_report``: whether the batch drifted (the drift report sensor renders those).
     DATASET_DRIFT: Final = "dataset_drift"
+    # On ``drift_report``, before any version is champion: which version's training data it used.
+    DRIFT_REFERENCE: Final = "drift_reference"
 
 
 # Asset checks that sensors watch.
