@@ -36,6 +36,8 @@ class Asset:
     EXPLANATION: Final = "explanation"
     # Per-row contributions of each input column to the scoring version's raw output.
     ATTRIBUTIONS: Final = "attributions"
+    # Per model: which version serves online, where, with what canary and shadow settings.
+    DEPLOYMENT: Final = "deployment"
 
 
 class LakeFolder:
@@ -47,6 +49,31 @@ class LakeFolder:
     CHECKPOINTS: Final = "checkpoints"
     # The HTML evaluation report of each promotion decision (``evaluation_report_file``).
     EVALUATION_REPORT: Final = "evaluation_report"
+    # The online request log: one closed Parquet file per served batch (``served-...``).
+    REQUEST_LOG: Final = "request_log"
+
+
+class ServedColumn:
+    """Columns of a request-log file besides the model's input and sensitive columns.
+
+    The same file is landed as a batch of the model, so these names must not be feature names
+    (the request log refuses a spec where one is).
+    """
+
+    REQUEST_ID: Final = "request_id"
+    RECEIVED_AT: Final = "received_at"
+    CHAMPION_VERSION: Final = "champion_version"
+    CHAMPION_PROBA: Final = "champion_proba"
+    ROUTE: Final = "route"
+    CHALLENGER_VERSION: Final = "challenger_version"
+    CHALLENGER_PROBA: Final = "challenger_proba"
+
+
+# Values of ``ServedColumn.ROUTE``: which model's answer the client got.
+ROUTE_CHAMPION: Final = "champion"
+ROUTE_CANARY: Final = "canary"
+# Batch names of request-log files start so: ``served-<UTC time>-<replica>-<seq>``.
+SERVED_BATCH_PREFIX: Final = "served"
 
 
 class TrainingFile:
@@ -97,6 +124,19 @@ def evaluation_report_file(version: str, run_id: str) -> str:
 def op_name(model: str, asset: str) -> str:
     """The op (step) name Dagster derives from asset key ``[model, asset]``: what run config keys on."""
     return f"{model}__{asset}"
+
+
+def serve_service(model: str) -> str:
+    """The Kubernetes Deployment and Service of ``mlops serve <model>`` (deploy/k8s/): a DNS label."""
+    return "mlops-serve-" + model.replace("_", "-")
+
+
+# Port ``mlops serve`` listens on unless told otherwise (``--port``).
+SERVE_PORT: Final = 8080
+# Health path of ``mlops serve``: ready only once a model is loaded.
+SERVE_HEALTH_PATH: Final = "/health"
+# Where clients reach the served model, when it differs from the defaults (the deployment asset shows it).
+SERVE_URL_ENV: Final = "MLOPS_SERVE_URL"
 
 
 def partitions_name(model: str) -> str:
@@ -172,6 +212,11 @@ class Sensor:
     def run_watchdog(model: str) -> str:
         return f"{model}_run_watchdog_sensor"
 
+    @staticmethod
+    def drift_report(model: str) -> str:
+        """Launches the drift report job for the batches that get an Evidently HTML report."""
+        return f"{model}_drift_report_sensor"
+
 
 # Registered-model aliases (public).
 CHAMPION: Final = "champion"
@@ -233,6 +278,10 @@ class Meta:
     # evaluation's own ``partition`` empty).
     BATCH: Final = "batch"
     FINGERPRINT: Final = "fingerprint"
+    # On ``features``: how many of the batch's rows have a label (the others are scored only).
+    LABELLED_ROWS: Final = "labelled_rows"
+    # On ``predictions``: why the batch's performance and fairness were not evaluated.
+    EVALUATION_SKIPPED: Final = "evaluation_skipped"
     TRAINING_FINGERPRINT: Final = "training_fingerprint"
     WINDOW_UNTIL: Final = "window_until"
     EXPECTATIONS_PASSED: Final = "expectations_passed"
@@ -247,10 +296,12 @@ class Meta:
     MODEL_CARD: Final = "model_card"
     # On ``promotion``: the decision's HTML evaluation report in the lake.
     EVALUATION_REPORT: Final = "evaluation_report"
-    # On ``drift_report`` (materialization or on-demand observation): the Evidently HTML report.
+    # On ``drift_report``, an observation by the drift report job: the Evidently HTML report.
     DRIFT_HTML_REPORT: Final = "report"
     # On ``evaluation`` and the production fairness checks: groups left out of the gaps.
     TOO_SMALL_GROUPS: Final = "too_small_groups"
+    # On ``drift_report``: whether the batch drifted (the drift report sensor renders those).
+    DATASET_DRIFT: Final = "dataset_drift"
 
 
 # Asset checks that sensors watch.

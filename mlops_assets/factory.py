@@ -11,12 +11,14 @@ from mlops_assets.assets.evaluation import build_evaluation_assets
 from mlops_assets.assets.features import build_feature_assets
 from mlops_assets.assets.governance import build_governance_assets, build_rollback_job
 from mlops_assets.assets.ingestion import build_ingestion_assets
+from mlops_assets.assets.online import build_online_assets
 from mlops_assets.assets.training import build_training_assets
 from mlops_assets.assets.validation import build_validation_assets
 from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, DRIFT_CHECK, TAG_MAX_RUNTIME, Asset, Job
 from mlops_assets.k8s import training_op_tags
 from sensors.builders import (
     build_check_alert_sensor,
+    build_drift_report_sensor,
     build_landing_sensor,
     build_recheck_schedule,
     build_retrain_sensor,
@@ -60,6 +62,7 @@ def build_pipeline(
         *build_deployment_assets(pipeline),
         *build_attribution_assets(pipeline),
         *build_governance_assets(pipeline),
+        *build_online_assets(pipeline),
     ]
     score_batch = dg.define_asset_job(
         Job.score_batch(name),
@@ -70,7 +73,9 @@ def build_pipeline(
     )
     retrain = dg.define_asset_job(
         Job.retrain(name),
-        selection=dg.AssetSelection.assets(*(pipeline.key(a) for a in (*RETRAIN_ASSETS, Asset.MODEL_CARD))),
+        selection=dg.AssetSelection.assets(
+            *(pipeline.key(a) for a in (*RETRAIN_ASSETS, Asset.MODEL_CARD, Asset.DEPLOYMENT))
+        ),
         tags=_with_max_runtime(pipeline.tags, "retrain"),
         description=f"Trains a {name} candidate on the training window, evaluates it and decides its promotion.",
     )
@@ -81,6 +86,7 @@ def build_pipeline(
         tags=_with_max_runtime(pipeline.tags, "recheck"),
         description=f"Re-scores one {name} batch with the current champion and re-checks its drift and fairness.",
     )
+    drift_report_job = build_drift_report_job(pipeline)
     monitoring = pipeline.spec.monitoring
     interval = sensor_interval_seconds
     drift = [dg.AssetCheckKey(pipeline.key(Asset.DRIFT_REPORT), DRIFT_CHECK)]
@@ -94,6 +100,8 @@ def build_pipeline(
         ),
         build_run_watchdog_sensor(pipeline, interval_seconds=interval),
     ]
+    if pipeline.spec.drift.html_report != "on_demand":
+        sensors.append(build_drift_report_sensor(pipeline, job=drift_report_job, interval_seconds=interval))
     cadence = monitoring.retrain_every is not None
     if monitoring.retrain_on_drift:
         sensors.append(
@@ -117,7 +125,7 @@ def build_pipeline(
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[score_batch, retrain, recheck, build_rollback_job(pipeline), build_drift_report_job(pipeline)],
+        jobs=[score_batch, retrain, recheck, build_rollback_job(pipeline), drift_report_job],
         sensors=sensors,
         schedules=schedules,
     )

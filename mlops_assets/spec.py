@@ -316,6 +316,48 @@ class ValidationSpec(_Strict):
     expectations: list[ExpectationSpec] = Field(default_factory=list)
 
 
+class CanarySpec(_Strict):
+    """Which share of online requests the challenger answers, and what keeps the choice sticky."""
+
+    share: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.0, description="Share of requests answered by @challenger (0 disables the canary)."
+    )
+    key: str = Field(
+        default="request_id",
+        description="What the stable hash routes on: `request_id`, or an input column naming the "
+        "entity (then one entity always sees one model).",
+    )
+
+
+class RequestLogSpec(_Strict):
+    """How served requests are written to the lake, as Parquet files that become batches."""
+
+    enabled: bool = Field(default=True, description="Log every served request (features, outputs, versions).")
+    max_rows: Annotated[int, Field(ge=1)] = Field(default=10000, description="A log file is closed at this many rows.")
+    interval_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=300.0, description="...or when it has been open this long, whichever comes first."
+    )
+
+
+class ServingSpec(_Strict):
+    """Online serving (`mlops serve`): canary and shadow traffic, request limits, the request log."""
+
+    canary: CanarySpec = Field(default_factory=CanarySpec)
+    shadow: bool = Field(default=False, description="Score @challenger too, off the response path, and log its output.")
+    max_rows: Annotated[int, Field(ge=1)] = Field(default=1000, description="Most rows one request may carry.")
+    max_body_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=1_000_000, description="Largest request body; larger is refused with 413."
+    )
+    token_env: str = Field(
+        default="MLOPS_SERVE_TOKEN",
+        description="Environment variable holding the bearer token; required for a non-loopback bind.",
+    )
+    poll_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=0.5, description="How often the champion and challenger aliases are re-resolved."
+    )
+    request_log: RequestLogSpec = Field(default_factory=RequestLogSpec)
+
+
 class LimitsSpec(_Strict):
     """What one landed file may cost to read. Checked before the data is decoded where the format
     allows (Parquet's footer and dictionaries; a CSV's size and header), and on the decoded frame;
@@ -351,6 +393,7 @@ class PipelineSpec(_Strict):
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     explain: ExplainSpec = Field(default_factory=ExplainSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     _origin: str = PrivateAttr(default="<spec>")
@@ -384,6 +427,12 @@ class PipelineSpec(_Strict):
         for column in self.features.columns:
             if not _IDENTIFIER.match(column):
                 raise ValueError(f"feature column {column!r} must be an identifier (it names asset checks)")
+        key = self.serving.canary.key
+        # Only checkable when the features are spelled out; inferred features are checked by the server.
+        if key != "request_id" and self.features.columns and key not in self.input_columns:
+            raise ValueError(
+                f"serving.canary.key: {key!r} is neither 'request_id' nor an input column {self.input_columns}"
+            )
         return self
 
     @property

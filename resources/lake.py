@@ -52,6 +52,16 @@ class Lake(dg.ConfigurableResource):
         fs, _ = self._fs()
         return fs.exists(self.path(model, asset, partition, ext))
 
+    def partitions(self, model: str, asset: str, ext: str = "parquet") -> list[str]:
+        """The partitions stored under ``<model>/<asset>/`` with extension ``ext``, sorted; staging
+        files (``<name>.<ext>.<hex>.tmp``) are not among them."""
+        fs, _ = self._fs()
+        folder = self.path(model, asset, "x", ext).rsplit("/", 1)[0]
+        if not fs.exists(folder):
+            return []
+        leaves = (p.rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False))
+        return sorted(leaf[: -len(ext) - 1] for leaf in leaves if leaf.endswith(f".{ext}"))
+
     def write_bytes(self, model: str, asset: str, data: bytes, partition: str | None = None, ext: str = "bin") -> str:
         fs, _ = self._fs()
         final = self.path(model, asset, partition, ext)

@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline
+from mlops_assets.assets.deployment import wants_html_report
 from mlops_assets.check_results import RunPartitions, check_result_batch
 from mlops_assets.contract import (
     DAGSTER_PID_METADATA,
@@ -498,3 +499,64 @@ def build_recheck_schedule(
         return dg.RunRequest(partition_key=latest, tags={**pipeline.tags, TAG_TRIGGER: "schedule", TAG_BATCH: latest})
 
     return recheck_schedule
+
+
+# Materializations read per tick: a burst of scored batches is worked off over a few ticks.
+DRIFT_REPORT_PAGE = 100
+
+
+def build_drift_report_sensor(
+    pipeline: ModelPipeline, *, job: dg.JobDefinition, interval_seconds: int
+) -> dg.SensorDefinition:
+    """Renders the Evidently HTML report of each batch the spec wants one for (``drift.html_report``:
+    drifted batches, or every batch) in a run of its own, so scoring never waits on Evidently.
+
+    Its tick is one indexed read of the drift_report materializations after its cursor (the
+    storage id of the last one seen; a materialization is written when its step ends, so ids
+    follow completion). Each materialization is requested once (run key: batch and storage id).
+    """
+    name = pipeline.name
+    key = pipeline.key(Asset.DRIFT_REPORT)
+    mode = pipeline.spec.drift.html_report
+
+    @dg.sensor(
+        name=Sensor.drift_report(name),
+        job=job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Renders the Evidently HTML drift report of each {name} batch scored "
+        f"({'every batch' if mode == 'always' else 'drifted batches'}; spec drift.html_report: {mode}).",
+    )
+    def drift_report_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        after = int(context.cursor) if context.cursor else None
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=DRIFT_REPORT_PAGE, ascending=True
+        ).records
+        if not records:
+            return dg.SensorResult(skip_reason=f"no {name} batch scored since the last tick", cursor=context.cursor)
+        requests = []
+        for record in records:
+            materialization = record.asset_materialization
+            if materialization is None or materialization.partition is None:
+                continue
+            drifted = materialization.metadata.get(Meta.DATASET_DRIFT)
+            if not wants_html_report(mode, dataset_drift=bool(drifted and drifted.value)):
+                continue
+            batch = materialization.partition
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{name}:drift_report:{batch}:{record.storage_id}",
+                    partition_key=batch,
+                    tags={**pipeline.tags, TAG_TRIGGER: "drift", TAG_BATCH: batch},
+                )
+            )
+        cursor = str(records[-1].storage_id)
+        if not requests:
+            return dg.SensorResult(
+                skip_reason=f"{len(records)} {name} batch(es) scored, none wants an HTML report "
+                f"(drift.html_report: {mode})",
+                cursor=cursor,
+            )
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+    return drift_report_sensor

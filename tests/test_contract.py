@@ -171,6 +171,11 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Harness:
     ]
     for step in steps:
         assert step.success, h.failure_message(step)
+    # The drifted batch's HTML report, as the drift report sensor launches it.
+    report = h.defs.resolve_job_def(Job.drift_report(NAME)).execute_in_process(
+        instance=h.instance, resources=h.resources, partition_key="2010", raise_on_error=False
+    )
+    assert report.success, h.failure_message(report)
     rollback = {"ops": {op_name(NAME, Asset.CHAMPION_ROLLBACK): {"config": {"reason": "contract test"}}}}
     rolled = h.defs.resolve_job_def(Job.rollback(NAME)).execute_in_process(
         run_config=rollback, instance=h.instance, resources=h.resources, raise_on_error=False
@@ -182,12 +187,14 @@ def lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Harness:
 
 
 def recorded_keys(h: Harness) -> set[str]:
-    """Every metadata key recorded by a materialization or a check evaluation of the model."""
+    """Every metadata key recorded by a materialization, an observation or a check evaluation of the model."""
     keys: set[str] = set()
     graph = h.defs.resolve_asset_graph()
     for asset_key in graph.get_all_asset_keys():
         for record in h.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset_key), limit=100).records:
             keys |= set(record.event_log_entry.asset_materialization.metadata)
+        for record in h.instance.fetch_observations(dg.AssetRecordsFilter(asset_key=asset_key), limit=100).records:
+            keys |= set(record.event_log_entry.asset_observation.metadata)
         for check_key in graph.get(asset_key).check_keys:
             for record in h.instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100):
                 if record.evaluation is not None:

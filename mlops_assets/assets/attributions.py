@@ -59,7 +59,7 @@ def build_attribution_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinitio
         from mlops_assets.ml.attribution import build_explainer, decide_attribution_drift, write_attributions
         from mlops_assets.ml.trainers import prepare_inputs
 
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         predictions = lake.read_frame(spec.name, Asset.PREDICTIONS, batch)
         if predictions.empty:
             raise dg.Failure(f"{spec.name}: batch {batch} has no scored rows to explain")

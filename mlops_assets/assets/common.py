@@ -36,7 +36,7 @@ class ModelPipeline:
     def key(self, noun: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, noun])
 
-    def batch(self, context: dg.AssetExecutionContext) -> str:
+    def batch(self, context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
         """The run's partition key, held to the batch grammar: a key added from the UI or over
         GraphQL reaches the assets unchecked by Dagster.
 

@@ -15,6 +15,7 @@ from mlops_assets.contract import (
     Job,
     LakeFolder,
     Meta,
+    Sensor,
     artifact_path,
     column_drift_check,
 )
@@ -59,13 +60,15 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         description=(
             "A batch scored by the model version that is champion when the run starts; the "
             "version is stored in every row and in the metadata.\n\n"
-            "On labelled batches the metadata adds ROC AUC and the fairness of the champion's "
-            "predictions in production, checked against the spec's fairness limits."
+            "Every row is scored, labelled or not. On the labelled rows the metadata adds ROC AUC "
+            "and the fairness of the champion's predictions in production, checked against the "
+            "spec's fairness limits; the metadata of a batch without labelled rows (served "
+            "traffic) says why they are skipped, and its drift is checked all the same."
         ),
     )
     @retry_on_tracking_outage
     def predictions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         champion = current_champion(registry, spec.name, batch)
         frame = lake.read_frame(spec.name, Asset.FEATURES, batch)
         out, result = score_batch(pipeline, frame, registry.load_model(champion), champion.version)
@@ -90,21 +93,21 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "How far a batch drifted from the training data of the model that scored it.\n\n"
             "Per-column drift scores come from the reference profile saved with the model "
             "(Evidently's default methods and thresholds, or the spec's); the drifted share is "
-            f"check `{DRIFT_CHECK}`. An Evidently HTML report of the same comparison is stored "
-            f"beside it and linked here when the batch drifted (spec `drift.html_report`: "
-            f"{spec.drift.html_report}); job `{Job.drift_report(pipeline.name)}` renders one on demand."
+            f"check `{DRIFT_CHECK}`. An Evidently HTML report of the same comparison is rendered by "
+            f"job `{Job.drift_report(pipeline.name)}` in a run of its own, stored beside it and linked "
+            f"here: launched by sensor `{Sensor.drift_report(pipeline.name)}` when the batch drifted "
+            f"(spec `drift.html_report`: {spec.drift.html_report}), or on demand."
         ),
     )
     @retry_on_tracking_outage
     def drift_report(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         scored_by = scored_version(lake, spec.name, batch)
         current = lake.read_frame(spec.name, Asset.FEATURES, batch)
         profile = reference_profile(registry, spec.name, scored_by)
         result = detect(pipeline, profile, current)
-        report_path = None
-        if wants_html_report(spec.drift.html_report, dataset_drift=result.dataset_drift):
-            report_path = render_report(pipeline, lake, batch, profile, current)
+        # The HTML report (seconds of Evidently) is rendered by a run of its own that the drift
+        # report sensor launches for the batches wants_html_report picks; it links it here.
         summary = DriftSummary(
             batch=batch,
             model_version=scored_by,
@@ -114,7 +117,7 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         )
         lake.write_json(spec.name, Asset.DRIFT_REPORT, summary.to_dict(), batch)
         yield from drift_check_results(pipeline, result, batch=batch, scored_by=scored_by, columns=columns)
-        yield dg.MaterializeResult(metadata=drift_metadata(result, scored_by, report_path))
+        yield dg.MaterializeResult(metadata=drift_metadata(result, scored_by))
 
     return [predictions, drift_report]
 
@@ -135,7 +138,7 @@ def build_drift_report_job(pipeline: ModelPipeline) -> dg.JobDefinition:
     @dg.op(name=f"{pipeline.name}_render_drift_report", description="Renders the Evidently HTML report of a batch.")
     @retry_on_tracking_outage
     def render_drift_report(context: dg.OpExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         if not lake.exists(spec.name, Asset.PREDICTIONS, batch, "parquet"):
             raise dg.Failure(f"{spec.name}: batch {batch} has not been scored, so it has no drift to report")
         scored_by = scored_version(lake, spec.name, batch)
@@ -249,7 +252,13 @@ def predictions_metadata(
         "dagster/row_count": len(out),
         "predicted_positive_rate": float(out["prediction"].mean()) if len(out) else 0.0,
     }
-    if result is not None:
+    labelled = int(out["label"].notna().sum())
+    metadata[Meta.LABELLED_ROWS] = labelled
+    if result is None:
+        metadata[Meta.EVALUATION_SKIPPED] = (
+            f"none of the {len(out)} rows has a label: scored, but performance and fairness are not evaluated"
+        )
+    else:
         metadata.update({f"{k}": v for k, v in result.metrics.items() if v is not None})
         for gap in Fairness.GAPS:
             if result.worst(gap) is not None:
@@ -367,14 +376,11 @@ def drift_check_results(
         )
 
 
-def drift_metadata(result: "DriftResult", scored_by: str, report_path: str | None) -> dict[str, object]:
-    metadata: dict[str, object] = {
+def drift_metadata(result: "DriftResult", scored_by: str) -> dict[str, object]:
+    # No report link: the report run records it (an observation) once the report exists.
+    return {
         Meta.MODEL_VERSION: scored_by,
         "drifted_share": result.drifted_share,
-        "dataset_drift": result.dataset_drift,
+        Meta.DATASET_DRIFT: result.dataset_drift,
         "columns": table(drift_rows(result), DRIFT_TABLE_COLUMNS),
     }
-    if report_path is not None:
-        # Only where a report was rendered: a link to nothing would mislead.
-        metadata[Meta.DRIFT_HTML_REPORT] = dg.MetadataValue.path(report_path)
-    return metadata

@@ -152,6 +152,14 @@ def read_window(
     return {b: f for b, f in parts.items() if f[LABEL].notna().any()}
 
 
+def labelled_rows(features: "pd.DataFrame") -> "pd.DataFrame":
+    """A batch's labelled rows, renumbered: features keeps unlabelled rows for scoring, while a
+    row's holdout side is a hash of its position among the labelled rows, as it always was."""
+    from mlops_assets.ml.data import LABEL
+
+    return features[features[LABEL].notna()].reset_index(drop=True)
+
+
 def split_window(spec: PipelineSpec, parts: "Mapping[str, pd.DataFrame]") -> WindowSplit:
     """Training set and holdout of the window's labelled rows, each row's side a stable hash.
 
@@ -163,9 +171,10 @@ def split_window(spec: PipelineSpec, parts: "Mapping[str, pd.DataFrame]") -> Win
     from mlops_assets.ml.data import LABEL, frame_fingerprint, holdout_mask
     from mlops_assets.ml.lineage import training_fingerprint
 
+    # The features' own fingerprint (every row), which lineage matches against their materializations.
     fingerprints = {b: frame_fingerprint(f) for b, f in parts.items()}
-    data = pd.concat([f.assign(__batch__=b, __row__=range(len(f))) for b, f in parts.items()], ignore_index=True)
-    data = data[data[LABEL].notna()].reset_index(drop=True)
+    labelled = {b: labelled_rows(f) for b, f in parts.items()}
+    data = pd.concat([f.assign(__batch__=b, __row__=range(len(f))) for b, f in labelled.items()], ignore_index=True)
     if data[LABEL].nunique() < 2:
         raise dg.Failure(f"{spec.name}: the training window {list(parts)} holds a single label class")
     in_holdout = holdout_mask(
@@ -183,7 +192,7 @@ def split_window(spec: PipelineSpec, parts: "Mapping[str, pd.DataFrame]") -> Win
         holdout_rows=len(holdout),
     )
     return WindowSplit(
-        rows_per_batch={b: len(f) for b, f in parts.items()},
+        rows_per_batch={b: len(f) for b, f in labelled.items()},
         train=train,
         holdout=holdout,
         positive_rate=float(data[LABEL].mean()),

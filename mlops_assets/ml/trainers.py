@@ -33,6 +33,11 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.preprocessing._encoders.OneHotEncoder",
     "sklearn.preprocessing._encoders.OrdinalEncoder",
     "sklearn.preprocessing._data.StandardScaler",
+    # Held inside a fitted HistGradientBoostingClassifier (scikit-learn 1.9); skops used to admit
+    # them through its default list of every estimator, which the loader no longer imports. A
+    # FunctionTransformer's function is itself loaded through this same allow-list.
+    "sklearn.preprocessing._function_transformer.FunctionTransformer",
+    "sklearn.preprocessing._label.LabelEncoder",
     "collections.OrderedDict",
     "builtins.slice",
     # HistGradientBoostingClassifier keeps functools.partial(check_array, ...) as a validator;

@@ -23,12 +23,14 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import dagster as dg
@@ -37,6 +39,8 @@ from resources.registry.errors import ArtifactIntegrityError, UnsafeModelError
 from resources.registry.locks import file_lock
 from resources.registry.versions import RegisteredModel
 
+# Serializes the first import of skops (the patched listing must not leak into another thread).
+_IMPORT_LOCK = threading.Lock()
 # Fetches a version's model folder into the given directory and returns where it landed.
 Fetch = Callable[[Path], Path]
 
@@ -73,13 +77,44 @@ def read_tree(folder: Path) -> dict[str, bytes]:
     return files
 
 
+def import_skops_io() -> ModuleType:
+    """``skops.io``, imported without its default trust list of every scikit-learn estimator.
+
+    On import, skops (0.16) builds the types it trusts by default from
+    ``sklearn.utils.all_estimators()``, which imports every estimator module of scikit-learn and,
+    through ``sklearn.externals.array_api_compat.torch``, torch: about 5 s of a scoring run spent
+    on classes the model does not hold. The product never relies on that default: every load
+    passes our allow-list (``SKOPS_TRUSTED_TYPES``). So when this is the first import of skops in
+    the process, ``all_estimators`` answers nothing while skops imports, and skops then trusts
+    by default no scikit-learn estimator at all: only the allow-list's, which can only narrow
+    what loads. Imported earlier by someone else (a training process, a test), skops keeps its
+    own default, as before.
+    """
+    import sklearn.utils
+
+    with _IMPORT_LOCK:
+        if "skops.io" in sys.modules:
+            return sys.modules["skops.io"]
+        listing = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = _no_estimators
+        try:
+            import skops.io
+        finally:
+            sklearn.utils.all_estimators = listing
+    return skops.io
+
+
+def _no_estimators(type_filter: object = None) -> list[tuple[str, type]]:
+    return []
+
+
 def load_skops(data: bytes | None, trusted: list[str], *, what: str) -> Any:
     """skops.loads with ``trusted``, after checking the bytes are a skops archive at all.
 
     A pickle renamed to model.skops never reaches a parser that could run it; an archive with a
     type outside ``trusted`` is refused before skops imports or constructs anything.
     """
-    import skops.io as sio
+    sio = import_skops_io()
     from skops.io.exceptions import UntrustedTypesFoundException
 
     if data is None:

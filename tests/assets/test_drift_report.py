@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from mlops_assets.assets.deployment import wants_html_report
-from mlops_assets.contract import DRIFT_CHECK, Asset, Job
+from mlops_assets.contract import DRIFT_CHECK, Asset, Job, Sensor
 from mlops_assets.spec import DriftSpec
 from tests.assets.pipeline_harness import Harness
 
@@ -24,6 +24,14 @@ def _check_evaluations(h: Harness, batch: str) -> int:
     return sum(1 for r in history if r.event and r.event.dagster_event.partition == batch)
 
 
+def _tick(h: Harness, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+    sensor = h.defs.resolve_sensor_def(Sensor.drift_report(NAME))
+    # Called directly, as the landing sensor's test does: the result as the daemon receives it.
+    context = dg.build_sensor_context(instance=h.instance, cursor=cursor, resources=h.resources, definitions=h.defs)
+    data = sensor(context)
+    return list(data.run_requests or []), data.cursor
+
+
 def test_a_batch_that_did_not_drift_gets_its_check_but_no_html(scored_pipeline: Harness) -> None:
     h = scored_pipeline
     result = h.materialize([Asset.PREDICTIONS, Asset.DRIFT_REPORT], STEADY)
@@ -33,10 +41,44 @@ def test_a_batch_that_did_not_drift_gets_its_check_but_no_html(scored_pipeline: 
     assert meta["dataset_drift"] is False
     assert "report" not in meta
     assert not h.resources["lake"].exists(NAME, Asset.DRIFT_REPORT, STEADY, "html")
-    # The drifted batch of the fixture got one, linked from its metadata.
+
+
+def test_scoring_renders_no_html_and_the_sensor_launches_one_report_run_per_drifted_batch(
+    scored_pipeline: Harness,
+) -> None:
+    h = scored_pipeline
+    if not h.resources["lake"].exists(NAME, Asset.PREDICTIONS, STEADY, "parquet"):
+        assert h.materialize([Asset.PREDICTIONS, Asset.DRIFT_REPORT], STEADY).success
+    lake = h.resources["lake"]
+    # The scoring run itself rendered nothing, drifted or not: Evidently is off its path.
     drifted = h.metadata(Asset.DRIFT_REPORT, "2010")
     assert drifted["dataset_drift"] is True
-    assert Path(drifted["report"]).is_file()
+    assert "report" not in drifted
+    lake_html = [b for b in ("2010", STEADY) if lake.exists(NAME, Asset.DRIFT_REPORT, b, "html")]
+    assert lake_html == []
+
+    requests, cursor = _tick(h, None)
+    # One request: the drifted batch, not the steady one.
+    assert [r.partition_key for r in requests] == ["2010"]
+    (request,) = requests
+    assert request.tags["mlops/trigger"] == "drift"
+    # The next tick has nothing new to act on: each materialization is requested once.
+    again, _ = _tick(h, cursor)
+    assert again == []
+
+    job = h.defs.resolve_job_def(Job.drift_report(NAME))
+    run = job.execute_in_process(
+        instance=h.instance, partition_key=request.partition_key, tags=request.tags, raise_on_error=False
+    )
+    assert run.success, h.failure_message(run)
+    (observation,) = [
+        e.asset_observation_data.asset_observation
+        for e in run.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION
+    ]
+    assert observation.partition == "2010"
+    assert Path(observation.metadata["report"].value).read_text().lstrip().lower().startswith("<!doctype html")
+    assert lake.exists(NAME, Asset.DRIFT_REPORT, "2010", "html")
 
 
 def test_the_report_job_renders_on_demand_without_rerunning_the_checks(scored_pipeline: Harness) -> None:
