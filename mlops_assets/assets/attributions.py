@@ -18,6 +18,7 @@ import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage
 from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, Artifact, Asset, Meta, artifact_path
+from mlops_assets.untrusted import md_code
 from resources.lake import Lake
 from resources.registry import MlflowRegistry, RegisteredModel
 
@@ -152,6 +153,6 @@ def attributions_metadata(info: "FileInfo", path: str) -> dict[str, object]:
         "top_k": info.top_k,
         "max_abs_residual": info.max_abs_residual,
         "path": dg.MetadataValue.path(path),
-        "importance": dg.MetadataValue.md("\n".join(f"- `{c}`: {v:.4f}" for c, v in ranked)),
+        "importance": dg.MetadataValue.md("\n".join(f"- {md_code(c)}: {v:.4f}" for c, v in ranked)),
         **{f"importance_{c}": v for c, v in ranked},
     }

@@ -51,6 +51,7 @@ from mlops_assets.records import (
     ScoredVersion,
     TrainingManifest,
 )
+from mlops_assets.untrusted import md, md_code
 from resources.lake import Lake
 from resources.registry import MlflowRegistry, RegisteredModel
 
@@ -285,7 +286,7 @@ def evaluation_result(report: EvaluationReport, figure_uris: list[str]) -> dg.Ma
             "comparison": table(rows, COMPARISON_COLUMNS),
             "candidate_by_group": group_table(candidate.evaluation),
             Meta.TOO_SMALL_GROUPS: table(candidate.evaluation.too_small(), ["feature", "group", "rows"]),
-            "figures": dg.MetadataValue.md("\n".join(f"- `{uri}`" for uri in figure_uris) or "(none)"),
+            "figures": dg.MetadataValue.md("\n".join(f"- {md_code(uri)}" for uri in figure_uris) or "(none)"),
         }
     )
 
@@ -495,7 +496,7 @@ def promotion_result(
             "champion_after": champion_after or "(none)",
             "overridden": decision.overridden,
             "override_reason": decision.override_reason,
-            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+            "reasons": dg.MetadataValue.md("\n".join(f"- {md(r)}" for r in decision.reasons)),
             "gates": table([g.__dict__ for g in decision.gates], ["gate", "value", "limit", "passed", "detail"]),
             "training_data": table([e.__dict__ for e in evidence], ["batch", "validated", "detail"]),
             "deltas": dg.MetadataValue.json(decision.deltas),

@@ -26,6 +26,7 @@ from mlops_assets.contract import (
     registry_pool,
     version_record,
 )
+from mlops_assets.untrusted import md_code_block
 from resources.lake import Lake
 from resources.registry import MlflowRegistry
 
@@ -120,7 +121,7 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             metadata={
                 Meta.MODEL_VERSION: doc.version.version,
                 "training_batches": dg.MetadataValue.json([b.batch for b in doc.training_data.batches]),
-                "explanation": dg.MetadataValue.md(f"```\n{render_text(doc)}\n```"),
+                "explanation": dg.MetadataValue.md(md_code_block(render_text(doc))),
                 "notes": dg.MetadataValue.json(list(doc.notes)),
                 # Why each row got its score: the batch's per-row attributions, linked by `row`.
                 "attributions": dg.MetadataValue.path(lake.uri(spec.name, Asset.ATTRIBUTIONS, batch))

@@ -159,16 +159,24 @@ def validated_result(frame: "pd.DataFrame", outcomes: "Sequence[Outcome]", path:
 
 
 def _observed_metadata(value: object) -> dg.MetadataValue:
+    """What the expectation observed, as a bounded sample: values come from the data (unexpected
+    values, a file's column names), and the event log keeps every check result."""
+    from mlops_assets.untrusted import bounded
+
     if isinstance(value, list | tuple | dict):
         return dg.MetadataValue.json(_jsonable(value))
-    return dg.MetadataValue.text("" if value is None else str(value))
+    return dg.MetadataValue.text("" if value is None else str(bounded(value)))
 
 
-def _jsonable(value: object) -> object:
+def _jsonable(value: object, depth: int = 0) -> object:
+    from mlops_assets.untrusted import SAMPLE_VALUES, bounded
+
     if value is None or isinstance(value, str | int | float | bool):
-        return value
+        return bounded(value)
+    if depth > 2:
+        return bounded(str(value))
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in list(value)[:SAMPLE_VALUES]]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)
+        return {str(bounded(k)): _jsonable(v, depth + 1) for k, v in list(value.items())[:SAMPLE_VALUES]}
+    return bounded(str(value))

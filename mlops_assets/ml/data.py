@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mlops_assets.batches import batch_key, batch_sort_key, sorted_batches
 from mlops_assets.spec import LimitsSpec, PipelineSpec, SourceSpec, SpecError
+from mlops_assets.untrusted import bounded, shown
 
 if TYPE_CHECKING:
     import numpy as np
@@ -146,7 +147,9 @@ def read_landed_file(
         except cost.LimitExceeded:
             raise
         except (ValueError, OSError) as e:  # pandas' and pyarrow's parser errors derive from these
-            raise ValueError(f"landing file {path}: cannot be read as {path.rsplit('.', 1)[-1]}: {e}") from e
+            raise ValueError(
+                f"landing file {path}: cannot be read as {path.rsplit('.', 1)[-1]}: {bounded(str(e), 500)}"
+            ) from e
     cost.check_frame(frame, path, limits)
     if batch_column is not None:
         if batch_column not in frame.columns:
@@ -155,7 +158,8 @@ def read_landed_file(
             found = sorted({batch_key(v) for v in frame[batch_column].dropna()})
             if found and found != [batch]:
                 raise ValueError(
-                    f"landing file {path}: column {batch_column!r} holds batches {found[:5]}, "
+                    f"landing file {path}: column {batch_column!r} holds batches "
+                    f"[{', '.join(shown(b, 40) for b in found[:5])}], "
                     f"but the file name says batch {batch}"
                 )
     return frame
