@@ -128,16 +128,17 @@ def test_a_bad_batch_is_stopped_and_loses_nothing(harness: Harness, damage, frag
     kept = {a: store.read_bytes(NAME, a, batch, "parquet") for a in ("validated_batch", "features", "predictions")}
     champion = registry(harness).by_alias(NAME, CHAMPION)
 
-    original = store.read_frame(NAME, "raw_batch", batch)
-    store.write_frame(NAME, "raw_batch", damage(original), batch)
+    original = harness.raw_frame(batch)
+    harness.store_raw(batch, damage(original))
     try:
         result = harness.materialize(["validated_batch", "features", "predictions"], batch)
     finally:
-        store.write_frame(NAME, "raw_batch", original, batch)
+        harness.store_raw(batch, original)
 
     assert not result.success
     message = harness.failure_message(result)
-    assert f"batch {batch} failed validation; nothing was written" in message
+    assert f"batch {batch} (the test, content version " in message
+    assert "failed validation; nothing was written; downstream keeps content version " in message
     assert fragment in message
     assert not [e for e in result.get_asset_materialization_events()]
     for asset, data in kept.items():
