@@ -38,7 +38,9 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             f"(the source's batches up to {until if until is not None else 'the last'}) plus the spec's own.\n\n"
             "Numeric columns get a type, a null share and a range (the training range widened "
             "by `validation.range_margin`); categorical columns a null share and their known "
-            "categories. Rematerialize it to re-learn the suite."
+            "categories. The label gets the same (a type and range, or its known values, and a null "
+            "share), checked only on batches with labelled rows; only its type blocks. "
+            "Rematerialize it to re-learn the suite."
         ),
     )
     def validation_suite(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:

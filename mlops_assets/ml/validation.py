@@ -17,6 +17,7 @@ The suite is plain JSON (``Suite.to_json``) so it is stored beside the lake and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -64,6 +65,9 @@ class Expectation:
     severity: Severity = "error"
     column: str | None = None
     description: str = ""
+    # Checked only on a batch with at least one labelled row: served traffic lands without labels
+    # (every label null, or no label column) and is scored all the same; there it passes, saying so.
+    labelled_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,7 @@ def _skeleton(spec: PipelineSpec, columns: ResolvedColumns) -> list[Expectation]
                 description=f"Column {column} holds categories seen in training.",
             ),
         ]
+    out += _label_skeleton(spec)
     for own in spec.validation.expectations:
         out.append(
             Expectation(
@@ -174,6 +179,60 @@ def _skeleton(spec: PipelineSpec, columns: ResolvedColumns) -> list[Expectation]
             )
         )
     return out
+
+
+def _label_skeleton(spec: PipelineSpec) -> list[Expectation]:
+    """The label's expectations, learned like a feature's: its type and range (a threshold label)
+    or its known values (a positive-value label), and its null share.
+
+    Only the type blocks (a label that is not a number cannot be compared with the threshold).
+    The range, the values and the null share warn: the label is not a model input, so a batch
+    whose labels shifted (GSS 2010 has 1.1% of incomes above the 1970s range) is still scored
+    right, and labels of served traffic arrive later and for some rows only.
+    """
+    column = spec.label.column
+    if spec.label.threshold is not None:
+        values = [
+            Expectation(
+                f"{column}_numeric",
+                "ExpectColumnValuesToBeInTypeList",
+                {"column": column, "type_list": NUMERIC_TYPES},
+                column=column,
+                description=f"The label {column} holds numbers (compared with the threshold).",
+                labelled_only=True,
+            ),
+            Expectation(
+                f"{column}_in_range",
+                "ExpectColumnValuesToBeBetween",
+                {"column": column},
+                severity="warn",
+                column=column,
+                description=f"The label {column} stays within the training range (widened by a margin); warns only.",
+                labelled_only=True,
+            ),
+        ]
+    else:
+        values = [
+            Expectation(
+                f"{column}_known_values",
+                "ExpectColumnValuesToBeInSet",
+                {"column": column},
+                severity="warn",
+                column=column,
+                description=f"The label {column} holds values seen in training; warns only.",
+                labelled_only=True,
+            )
+        ]
+    null_share = Expectation(
+        f"{column}_not_null",
+        "ExpectColumnValuesToNotBeNull",
+        {"column": column},
+        severity="warn",
+        column=column,
+        description=f"The label {column} is no more often missing than in training (plus a margin); warns only.",
+        labelled_only=True,
+    )
+    return [*values, null_share]
 
 
 def infer_suite(spec: PipelineSpec, columns: ResolvedColumns, reference: pd.DataFrame) -> Suite:
@@ -191,12 +250,12 @@ def infer_suite(spec: PipelineSpec, columns: ResolvedColumns, reference: pd.Data
             low, high = float(values.min()), float(values.max())
             margin = (high - low) * policy.range_margin
             kwargs.update(min_value=low - margin, max_value=high + margin, mostly=1.0 - policy.out_of_range_tolerance)
-        elif e.check.endswith("_known_categories") and column is not None:
+        elif e.check.endswith(("_known_categories", "_known_values")) and column is not None:
             kwargs.update(
                 value_set=sorted(reference[column].dropna().astype(str).unique().tolist()),
                 mostly=1.0 - policy.unseen_category_tolerance,
             )
-        filled.append(Expectation(e.check, e.type, kwargs, e.severity, column, e.description))
+        filled.append(dataclasses.replace(e, kwargs=kwargs))
     return Suite(filled)
 
 
@@ -293,7 +352,13 @@ def _runnable(frame: pd.DataFrame, suite: Suite, batch: str) -> tuple[list[Expec
     runnable: list[Expectation] = []
     skipped: list[Outcome] = []
     for e in suite.expectations:
-        if e.column is not None and e.column not in present and e.type != "ExpectColumnToExist":
+        if e.labelled_only and (e.column not in present or not frame[e.column].notna().any()):
+            message = (
+                f"batch {batch}, column {e.column!r}: {e.check} passed: not checked, no row of the batch "
+                "has a label (unlabelled rows are scored, not evaluated)"
+            )
+            skipped.append(Outcome(e, True, None, len(frame), None, message))
+        elif e.column is not None and e.column not in present and e.type != "ExpectColumnToExist":
             message = f"batch {batch}, column {e.column!r}: {e.check} could not run: the column is missing"
             skipped.append(Outcome(e, False, None, len(frame), None, message))
         else:

@@ -54,7 +54,11 @@ def test_check_names_are_known_before_data(suite: Suite) -> None:
 
 
 def test_a_real_later_batch_passes(suite: Suite) -> None:
-    assert failures(batch(2010), suite) == {}
+    failed = failures(batch(2010), suite)
+    # The 2010 incomes outgrew the 1970s range: the label shifted, which warns and never blocks.
+    assert list(failed) == ["realrinc_in_range"]
+    assert "22 of 2044 rows (1.1%) unexpected" in failed["realrinc_in_range"]
+    assert not any(o.blocking_failure for o in validate(batch(2010), suite, batch="b"))
 
 
 def _wrong_type(f):  # noqa: ANN001, ANN202
@@ -326,16 +330,25 @@ def _damaged_batches() -> dict[str, pd.DataFrame]:
     storm["gender"] = storm["gender"].astype("category")
     storm["occrecode"] = None
     storm["maritalcat"] = storm["maritalcat"].where(np.arange(len(storm)) % 5 != 0, 7)
+    storm["realrinc"] = storm["realrinc"].where(np.arange(len(storm)) % 4 != 0, -5.0)
+    label_text = good.assign(realrinc=good["realrinc"].astype(str).where(good["realrinc"].notna(), None))
     return {
         "good": good,
         "wrong": wrong,
         "storm": storm,
+        "label_text": label_text,
+        "unlabelled": good.assign(realrinc=np.nan),
+        "no_label_column": good.drop(columns=["realrinc"]),
+        "mostly_unlabelled": good.assign(realrinc=good["realrinc"].where(np.arange(len(good)) % 5 == 0)),
         "missing": good.drop(columns=["childs", "educcat"]),
         "empty": good.iloc[:0],
     }
 
 
-@pytest.mark.parametrize("name", ["good", "wrong", "storm", "missing", "empty"])
+@pytest.mark.parametrize(
+    "name",
+    ["good", "wrong", "storm", "missing", "empty", "label_text", "unlabelled", "no_label_column", "mostly_unlabelled"],
+)
 def test_validate_gives_great_expectations_outcomes_on_gss_batches(suite: Suite, name: str) -> None:
     frame = _damaged_batches()[name]
     ours, theirs = validate(frame, suite, batch="b"), validate_with_great_expectations(frame, suite, batch="b")
@@ -350,8 +363,58 @@ def test_validate_gives_great_expectations_outcomes_on_gss_batches(suite: Suite,
         ), a.expectation.check
         assert _same(a.observed, b.observed) is None, a.expectation.check
         assert _same(a.result, b.result) is None, a.expectation.check
-    if name != "good":
+    if name not in ("good", "unlabelled", "no_label_column"):
         assert not all(o.success for o in ours)
+
+
+LABEL_CHECKS = ["realrinc_numeric", "realrinc_in_range", "realrinc_not_null"]
+
+
+def test_the_label_has_learned_expectations_like_a_feature(suite: Suite) -> None:
+    learned = {e.check: e for e in suite.expectations if e.column == "realrinc"}
+    assert list(learned) == LABEL_CHECKS
+    reference = gss()
+    reference = reference[reference["year"] <= 1976]["realrinc"]
+    span = reference.max() - reference.min()
+    assert learned["realrinc_in_range"].kwargs["min_value"] == pytest.approx(reference.min() - 0.1 * span)
+    assert learned["realrinc_not_null"].kwargs["mostly"] == pytest.approx(1 - reference.isna().mean() - 0.1, abs=1e-6)
+    assert [learned[c].severity for c in LABEL_CHECKS] == ["error", "warn", "warn"]
+    batches = _damaged_batches()
+    assert "realrinc_numeric" in failures(batches["label_text"], suite)
+    assert "realrinc_in_range" in failures(batches["storm"], suite)
+    mostly_unlabelled = [o for o in validate(batches["mostly_unlabelled"], suite, batch="b") if not o.success]
+    assert [(o.expectation.check, o.blocking_failure) for o in mostly_unlabelled] == [
+        ("realrinc_in_range", False),
+        ("realrinc_not_null", False),
+    ]
+
+
+@pytest.mark.parametrize("name", ["unlabelled", "no_label_column"])
+def test_an_unlabelled_batch_passes_the_label_expectations_saying_why(suite: Suite, name: str) -> None:
+    outcomes = {o.expectation.check: o for o in validate(_damaged_batches()[name], suite, batch="b")}
+    assert all(o.success for o in outcomes.values())
+    for check in LABEL_CHECKS:
+        assert outcomes[check].message == (
+            f"batch b, column 'realrinc': {check} passed: not checked, no row of the batch has a label "
+            "(unlabelled rows are scored, not evaluated)"
+        )
+
+
+def test_a_positive_value_label_gets_its_known_values() -> None:
+    label = {"column": "gender", "positive_value": "Female"}
+    spec = parse_spec(gss_spec("unused.parquet", label=label, sensitive_features=[]), origin="t")
+    columns = ResolvedColumns(GSS_FEATURES["numeric"], ["occrecode", "wrkstat"])
+    frame = gss()
+    suite = infer_suite(spec, columns, frame[frame["year"] <= 1976])
+    learned = {e.check: e for e in suite.expectations if e.column == "gender"}
+    assert list(learned) == ["gender_known_values", "gender_not_null"]
+    assert learned["gender_known_values"].kwargs["value_set"] == ["Female", "Male"]
+    later = batch(2010)
+    later.loc[:99, "gender"] = "Unknown"
+    failed = failures(later, suite)
+    assert "100 of 2044 rows (4.9%) unexpected, e.g. ['Unknown'" in failed["gender_known_values"]
+    ours, theirs = validate(later, suite, batch="b"), validate_with_great_expectations(later, suite, batch="b")
+    assert [(o.success, o.message) for o in ours] == [(o.success, o.message) for o in theirs]
 
 
 _VALIDATE_IN_A_FRESH_PROCESS = """
