@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     history_parser.add_argument("--at", help="an ISO time (UTC unless it has an offset): print that moment's champion")
     report_parser = commands.add_parser("report", help="render a report on demand")
     reports = report_parser.add_subparsers(dest="report", required=True)
-    drift_parser = reports.add_parser("drift", help="render a scored batch's Evidently HTML drift report")
+    drift_parser = reports.add_parser("drift", help="render a drift-checked batch's Evidently HTML drift report")
     drift_parser.add_argument("model", help="spec name")
     drift_parser.add_argument("--batch", required=True, help="the batch (partition) to report on")
     spec_parser = commands.add_parser("spec", help="write a starter spec from a data file")

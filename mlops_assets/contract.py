@@ -93,6 +93,21 @@ def training_file(fingerprint: str, file: str) -> str:
     return f"{fingerprint}/{file}"
 
 
+def raw_version_file(batch: str, content_version: str) -> str:
+    """The lake partition (under ``raw_batch/``, ext ``parquet``) of one content version of a batch.
+
+    Keyed by content, so a re-landed batch is stored beside the earlier versions and never over
+    them: a bad re-landing loses nothing, and a model's lineage keeps naming data that exists.
+    """
+    return f"{batch}/{content_version}"
+
+
+def raw_landed_record(batch: str) -> str:
+    """The lake partition (under ``raw_batch/``, ext ``json``) of the batch's newest landed version
+    (a ``RawVersion``): what ``validated_batch`` checks next."""
+    return f"{batch}/landed"
+
+
 def version_record(version: str) -> str:
     """The lake partition of a per-version document (``promotion/v3.json``, ``model_card/v3.md``)."""
     return f"v{version}"
@@ -278,6 +293,14 @@ class Meta:
     # evaluation's own ``partition`` empty).
     BATCH: Final = "batch"
     FINGERPRINT: Final = "fingerprint"
+    # On ``raw_batch``, ``validated_batch`` and ``features``: the batch's raw content version.
+    CONTENT_VERSION: Final = "content_version"
+    # On ``raw_batch``: the batch's content version landed before this one (none: first landing).
+    PREVIOUS_CONTENT_VERSION: Final = "previous_content_version"
+    # On ``raw_batch``: registered versions trained on other content of the batch than this landing's.
+    TRAINED_VERSIONS: Final = "trained_registered_versions"
+    # On ``model``: the raw content version of each batch the version was trained on.
+    TRAINING_CONTENT_VERSIONS: Final = "training_content_versions"
     # On ``features``: how many of the batch's rows have a label (the others are scored only).
     LABELLED_ROWS: Final = "labelled_rows"
     # On ``predictions``: why the batch's performance and fairness were not evaluated.
@@ -302,10 +325,14 @@ class Meta:
     TOO_SMALL_GROUPS: Final = "too_small_groups"
     # On ``drift_report``: whether the batch drifted (the drift report sensor renders those).
     DATASET_DRIFT: Final = "dataset_drift"
+    # On ``drift_report``, before any version is champion: which version's training data it used.
+    DRIFT_REFERENCE: Final = "drift_reference"
 
 
 # Asset checks that sensors watch.
 DRIFT_CHECK: Final = "drift_within_tolerance"
+# On ``raw_batch``: the landing does not change the content of a batch a registered version trained on.
+RELANDING_CHECK: Final = "relanding_keeps_trained_data"
 # On ``attributions``: the batch's importance ranking against the training baseline's.
 ATTRIBUTION_DRIFT_CHECK: Final = "attribution_drift"
 

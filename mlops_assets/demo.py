@@ -186,7 +186,10 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
         print(f"  MLflow UI       {tracking_uri} (runs, registered model, aliases)")
     else:
         print("  make mlflow-ui  MLflow UI at http://127.0.0.1:5000 (runs, registered model, aliases)")
-    print(f"  drift reports   {_reports_location(settings, name)}")
+    print(
+        f"  drift reports   {_reports_location(settings, name)} (drifted batches; any other: "
+        f"mlops report drift {name} --batch <batch>)"
+    )
     champion = _champion(settings, name)
     if champion is None:
         print(
@@ -292,10 +295,16 @@ def print_summary(spec: PipelineSpec, settings: Settings, rows: list[dict]) -> N
     print("-" * len(header))
     for row in rows:
         batch = row["batch"]
+        drift, quality = _batch_records(settings, spec.name, batch)
         if not row["scored"]:
             print(f"{batch:>6}  not scored: {row['error'][:120]}")
+            if drift is not None and row.get("drift_checked"):
+                print(
+                    f"{'':>6}  drift-checked all the same against v{drift.model_version}'s training data: "
+                    f"drift share {_fmt(drift.drifted_share)}, drift {'yes' if drift.dataset_drift else 'no'}, "
+                    f"retrain {row['retrain']}, decision {row['decision']}"
+                )
             continue
-        drift, quality = _batch_records(settings, spec.name, batch)
         evaluation = quality.evaluation if quality else None
         rows_scored = evaluation.rows if evaluation else 0
         scored_by = "v" + (drift.model_version if drift else "-")

@@ -14,7 +14,7 @@ from mlops_assets.assets.ingestion import build_ingestion_assets
 from mlops_assets.assets.online import build_online_assets
 from mlops_assets.assets.training import build_training_assets
 from mlops_assets.assets.validation import build_validation_assets
-from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, DRIFT_CHECK, TAG_MAX_RUNTIME, Asset, Job
+from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, DRIFT_CHECK, RELANDING_CHECK, TAG_MAX_RUNTIME, Asset, Job
 from mlops_assets.k8s import training_op_tags
 from sensors.builders import (
     build_check_alert_sensor,
@@ -93,10 +93,11 @@ def build_pipeline(
     fairness = [dg.AssetCheckKey(pipeline.key(Asset.PREDICTIONS), c) for c in fairness_checks(pipeline)]
     validation = [spec.key for spec in _check_specs(assets, pipeline.key(Asset.VALIDATED_BATCH))]
     attribution = [dg.AssetCheckKey(pipeline.key(Asset.ATTRIBUTIONS), ATTRIBUTION_DRIFT_CHECK)]
+    relanding = [dg.AssetCheckKey(pipeline.key(Asset.RAW_BATCH), RELANDING_CHECK)]
     sensors = [
         build_landing_sensor(pipeline, job=score_batch, interval_seconds=interval),
         build_check_alert_sensor(
-            pipeline, checks=[*validation, *drift, *fairness, *attribution], interval_seconds=interval
+            pipeline, checks=[*validation, *drift, *fairness, *attribution, *relanding], interval_seconds=interval
         ),
         build_run_watchdog_sensor(pipeline, interval_seconds=interval),
     ]

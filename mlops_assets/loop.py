@@ -202,6 +202,10 @@ class ClosedLoop:
             row["error"] = f"run {scored.run_id[:8]} failed: {self.failure_reason(scored)}"
         else:
             row["scored"] = True
+        # A batch is drift-checked also when it cannot be scored (no champion yet): its checks
+        # may start a retrain all the same, which is how the loop finds a first champion.
+        row["drift_checked"] = scored is not None and self._materialized(scored, Asset.DRIFT_REPORT)
+        if row["scored"] or row["drift_checked"]:
             # A failed check is acted on at the sensor's next tick; on a loaded machine a tick
             # (a code-server call) can itself take many seconds.
             patience = 6 * int(self.env.get("MLOPS_SENSOR_INTERVAL_SECONDS", "30")) + 90
@@ -217,7 +221,8 @@ class ClosedLoop:
                     row["retrain"] = trigger
                     row["decision"] = self._decision(retrain)
                     break
-                row["error"] = f"{trigger} check failed but no retrain run appeared within {patience}s"
+                missing = f"{trigger} check failed but no retrain run appeared within {patience}s"
+                row["error"] = f"{row['error']}; {missing}" if row["error"] else missing
         champion = resolved_resources(self.settings)["registry"].by_alias(name, CHAMPION)
         row["champion"] = champion.version if champion else "-"
         print(
@@ -238,6 +243,14 @@ class ClosedLoop:
             step = record.event_log_entry.step_key or "?"
             reasons.append(f"{step.rsplit('__', 1)[-1]}: {message.split('Failure: ', 1)[-1]}")
         return "; ".join(reasons) or f"{run.status.value.lower()}; see the Dagster UI"
+
+    def _materialized(self, run: dg.DagsterRun, noun: str) -> bool:
+        """Whether ``run`` materialized the model's asset ``noun``."""
+        records = self.instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records
+        key = dg.AssetKey([self.spec.name, noun])
+        return any(r.event_log_entry.dagster_event.asset_key == key for r in records if r.event_log_entry.dagster_event)
 
     def _failed_monitors(self, batch: str) -> list[str]:
         """The retrain triggers this batch's check results call for, per the spec."""

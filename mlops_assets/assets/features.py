@@ -38,9 +38,11 @@ def build_feature_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
     def features(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
         batch = pipeline.batch(context)
         validated = lake.read_frame(spec.name, Asset.VALIDATED_BATCH, batch)
+        tags = lake.frame_tags(spec.name, Asset.VALIDATED_BATCH, batch)
         frame, labelled = model_inputs(pipeline, validated)
-        lake.write_frame(spec.name, Asset.FEATURES, frame, batch)
-        return features_result(frame, labelled=labelled)
+        # The raw content version goes on with the rows: training records it as the model's lineage.
+        lake.write_frame(spec.name, Asset.FEATURES, frame, batch, tags=tags)
+        return features_result(frame, labelled=labelled, content_version=tags.get(Meta.CONTENT_VERSION, ""))
 
     return [features]
 
@@ -62,7 +64,7 @@ def model_inputs(pipeline: ModelPipeline, validated: "pd.DataFrame") -> "tuple[p
     return frame, labelled
 
 
-def features_result(frame: "pd.DataFrame", *, labelled: bool) -> dg.MaterializeResult:
+def features_result(frame: "pd.DataFrame", *, labelled: bool, content_version: str = "") -> dg.MaterializeResult:
     from mlops_assets.ml.data import LABEL, frame_fingerprint
 
     fingerprint = frame_fingerprint(frame)
@@ -76,6 +78,7 @@ def features_result(frame: "pd.DataFrame", *, labelled: bool) -> dg.MaterializeR
             "rows_without_label": int((~with_label).sum()),
             "positive_rate": float(frame.loc[with_label, LABEL].mean()) if with_label.any() else 0.0,
             Meta.FINGERPRINT: fingerprint,
+            Meta.CONTENT_VERSION: content_version,
         },
         data_version=dg.DataVersion(fingerprint),
     )
