@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlops_assets.contract import TAG_LANDING_FILE, Asset, Job, LakeFolder
+from mlops_assets.contract import TAG_LANDING_FILE, Asset, Job, LakeFolder, Meta, raw_version_file
 from resources.registry import CHAMPION
 from tests.assets.pipeline_harness import Harness
 from tests.conftest import gss, write_gss_pipeline
@@ -112,7 +112,7 @@ def score(h: Harness, batch: str, tags: dict[str, str] | None = None) -> dg.Exec
 # Each bad regular file: the step it fails in and what the error says besides the file's path
 # (a read or a limit) or the batch and column (a validation check).
 FAILS = {
-    "2010.parquet": ("raw_batch", "cannot be read as parquet: Parquet magic bytes not found"),
+    "2010.parquet": ("validated_batch", "column 'age': age_not_null failed"),
     "empty.parquet": ("raw_batch", "cannot be read as parquet: Parquet file size is 0 bytes"),
     "empty-csv.csv": ("raw_batch", "cannot be read as csv"),
     "truncated.parquet": ("raw_batch", "cannot be read as parquet: Parquet magic bytes not found"),
@@ -169,6 +169,8 @@ def test_a_corpus_of_bad_files_each_fails_clearly_and_the_good_one_is_scored(
         (first,) = tick(h).run_requests
         assert score(h, "2010", first.tags).success
         predictions_2010 = lake.read_frame(NAME, Asset.PREDICTIONS, "2010")
+        features_2010 = lake.read_frame(NAME, Asset.FEATURES, "2010")
+        first_version = h.metadata(Asset.RAW_BATCH, "2010")[Meta.CONTENT_VERSION]
 
         # The corpus, 2010 landed again turned bad, and one good file, all in one tick.
         landed = corpus()
@@ -179,9 +181,8 @@ def test_a_corpus_of_bad_files_each_fails_clearly_and_the_good_one_is_scored(
             f.write(parquet_bytes(rows(2014)))
         (landing / "a..\\..\\evil.parquet").write_bytes(parquet_bytes(rows(2014)))
         (landing / "..\\..\\evil.parquet").write_bytes(parquet_bytes(rows(2014)))  # hidden: a dot first
-        # TODO(raw, issue 12 point 3): once raw data is kept per content version, also re-land
-        # 2010 readable but invalid and assert its first raw version and features are kept.
-        (landing / "2010.parquet").write_bytes(b"PAR1 a good batch landed again, now half a file")
+        # 2010 landed again, readable but bad: a new content version that fails validation.
+        (landing / "2010.parquet").write_bytes(parquet_bytes(rows(2010).assign(age=np.nan)))
         rows(2012).to_parquet(landing / "2012.parquet", index=False)
         landed_paths = sorted(str(p) for p in landing.iterdir())
 
@@ -243,6 +244,10 @@ def test_a_corpus_of_bad_files_each_fails_clearly_and_the_good_one_is_scored(
     # the champion are the earlier ones, and nothing was written outside MLOPS_HOME.
     assert sorted(str(p) for p in landing.iterdir()) == landed_paths
     assert lake.read_frame(NAME, Asset.PREDICTIONS, "2010").equals(predictions_2010)
+    assert lake.read_frame(NAME, Asset.FEATURES, "2010").equals(features_2010)
+    assert h.metadata(Asset.RAW_BATCH, "2010")[Meta.CONTENT_VERSION] != first_version, "the bad one is a new version"
+    kept = lake.read_frame(NAME, Asset.RAW_BATCH, raw_version_file("2010", first_version))
+    assert len(kept) == len(rows(2010)) and kept["age"].notna().any(), "the good raw version is kept"
     predictions_events = h.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=h.key(Asset.PREDICTIONS), asset_partitions=["2010"]), limit=10
     ).records
