@@ -147,6 +147,8 @@ def read_landed_file(
         except cost.LimitExceeded:
             raise
         except (ValueError, OSError) as e:  # pandas' and pyarrow's parser errors derive from these
+            if str(e).startswith(f"landing file {path}:"):
+                raise  # already says which file and why (``ml.limits`` reads the footer first)
             raise ValueError(
                 f"landing file {path}: cannot be read as {path.rsplit('.', 1)[-1]}: {bounded(str(e), 500)}"
             ) from e
