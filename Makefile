@@ -11,7 +11,7 @@ export MLOPS_HOME ?= $(CURDIR)/.mlops
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
 .PHONY: install demo test lint format test-integration ui mlflow-ui clean
-.PHONY: bench-drift bench-validate bench-train bench-figures bench-explain bench-score bench-batch
+.PHONY: bench-drift bench-validate bench-train bench-figures bench-explain bench-score bench-batch bench-serve
 
 install: $(VENV)/.installed
 
@@ -73,6 +73,10 @@ bench-explain: install
 
 bench-score: install
 	$(BIN)/python benchmarks/bench_score.py
+
+# One-row latency of mlops serve (shadow and request log on) against mlflow models serve, alias moves under load.
+bench-serve: install
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(MLOPS_HOME)

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlops_assets.contract import Asset, Job, Meta, op_name, partitions_name
+from mlops_assets.contract import SERVE_PORT, Asset, Job, Meta, op_name, partitions_name
 from mlops_assets.spec import load_specs
 from resources.settings import Settings, build_resources
 
@@ -50,12 +50,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="move the alias through the registry alone, without a Dagster run (when Dagster is down)",
     )
+    label_parser = commands.add_parser(
+        "label", help="join labels that arrived later to served requests (by request_id) and score them again"
+    )
+    label_parser.add_argument("model", help="spec name")
+    label_parser.add_argument(
+        "--file", required=True, help="CSV or Parquet with columns request_id and the spec's label column"
+    )
     history_parser = commands.add_parser("history", help="every champion move; or who was champion at a time")
     history_parser.add_argument("model", help="spec name")
     history_parser.add_argument("--at", help="an ISO time (UTC unless it has an offset): print that moment's champion")
     report_parser = commands.add_parser("report", help="render a report on demand")
     reports = report_parser.add_subparsers(dest="report", required=True)
-    drift_parser = reports.add_parser("drift", help="render a scored batch's Evidently HTML drift report")
+    drift_parser = reports.add_parser("drift", help="render a drift-checked batch's Evidently HTML drift report")
     drift_parser.add_argument("model", help="spec name")
     drift_parser.add_argument("--batch", required=True, help="the batch (partition) to report on")
     spec_parser = commands.add_parser("spec", help="write a starter spec from a data file")
@@ -65,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec_init_parser.add_argument("--source", required=True, help="a Parquet/CSV file, folder or glob, or a URI")
     spec_init_parser.add_argument("--label", help="the column to predict (without it the spec needs one edit)")
     spec_init_parser.add_argument("--output", help="where to write the spec (default: <name>.yaml here)")
+    serve_parser = commands.add_parser("serve", help="serve @champion over HTTP (MLflow's scoring protocol)")
+    serve_parser.add_argument("model", help="spec name")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, default=SERVE_PORT, help=f"port (default {SERVE_PORT})")
     args = parser.parse_args(argv)
     if args.command == "spec":
         return spec_init_command(args.name, source=args.source, label=args.label, output=args.output)
@@ -99,9 +110,16 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
             print(f"note: {note}")
         return 0
     specs = load_specs(settings.pipelines)
-    if args.command in ("explain", "rollback", "history", "report"):
+    if args.command == "serve":
+        spec = next((s for s in specs if s.name == args.model), None)
+        if spec is None:
+            parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
+        return serve_command(settings, spec, host=args.host, port=args.port)
+    if args.command in ("explain", "rollback", "history", "report", "label"):
         if args.model not in {s.name for s in specs}:
             parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
+        if args.command == "label":
+            return label_command(settings, next(s for s in specs if s.name == args.model), file=args.file)
         if args.command == "report":
             return drift_report_command(settings, args.model, batch=args.batch)
         if args.command == "explain":
@@ -128,14 +146,30 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
     return 2
 
 
+def serve_command(settings: Settings, spec: Any, *, host: str, port: int) -> int:
+    """Serves ``spec``'s champion until interrupted, following its aliases (``mlops_assets.serving``)."""
+    from mlops_assets.preflight import resolve
+    from mlops_assets.serving.server import ServeError, build, run
+
+    registry, lake = _registry_and_lake(settings)
+    try:
+        server = build(resolve(spec, cache_dir=settings.home / "cache"), registry, lake.root, host=host)
+    except (ServeError, ValueError) as e:
+        print(f"mlops serve: {e}")
+        return 1
+    run(server, host=host, port=port)
+    return 0
+
+
 def spec_init_command(name: str, *, source: str, label: str | None, output: str | None) -> int:
     """Writes ``<name>.yaml`` (or ``output``) from a look at the source; never over an existing file."""
     from pathlib import Path
 
     from mlops_assets.ml.data import read_source_files
     from mlops_assets.spec import SourceSpec, SpecError
-    from mlops_assets.spec_init import write_starter_spec
+    from mlops_assets.spec_init import absolute_source, write_starter_spec
 
+    source = absolute_source(source)
     target = Path(output or f"{name}.yaml")
     if target.exists():
         print(f"mlops spec init: {target} exists; remove it or pass --output")
@@ -149,8 +183,31 @@ def spec_init_command(name: str, *, source: str, label: str | None, output: str 
     target.write_text(text)
     print(text, end="")
     next_step = "" if label else " (set label.column and its rule first)"
-    print(f"\nWrote {target}. Next{next_step}: MLOPS_PIPELINES={target} mlops demo")
+    print(f"\nWrote {target}. Next{next_step}: MLOPS_PIPELINES={target.absolute()} mlops demo")
     return 0
+
+
+def label_command(settings: Settings, spec: Any, *, file: str) -> int:
+    """Joins a labels file to the request log; each served batch it labels lands again."""
+    from mlops_assets.serving.labels import join_labels, read_labels
+
+    try:
+        labels = read_labels(spec, file)
+    except ValueError as e:
+        print(f"mlops label: {e}")
+        return 1
+    _, lake = _registry_and_lake(settings)
+    landing = build_resources(settings)["landing"]
+    if settings.env != "local":
+        landing = landing.process_config_and_initialize()
+    report = join_labels(spec, lake, landing, labels)
+    for batch, rows in report.matched.items():
+        print(f"{spec.name}: batch {batch}: {rows} labelled rows, landed again for scoring")
+    print(
+        f"{spec.name}: {len(labels)} labels, {len(labels) - report.unmatched} joined, "
+        f"{report.unmatched} match no request"
+    )
+    return 0 if report.matched else 1
 
 
 def _registry_and_lake(settings: Settings) -> tuple[Any, Any]:
@@ -231,6 +288,8 @@ def rollback_command(settings: Settings, model: str, *, to: str, reason: str, re
             f"(registry only, no Dagster run): {move.reason}"
         )
         return 0
+    import dagster as dg
+
     from mlops_assets.definitions import build_definitions
 
     job = build_definitions(settings).resolve_job_def(Job.rollback(model))
@@ -253,7 +312,9 @@ def rollback_command(settings: Settings, model: str, *, to: str, reason: str, re
             ]
             print(f"mlops rollback: {' '.join(failures) or 'the rollback run failed'} (run {result.run_id})")
             return 1
-        (event,) = result.get_asset_materialization_events()
+        # The job also materializes the deployment downstream: read the rollback's own event.
+        rollback_key = dg.AssetKey([model, Asset.CHAMPION_ROLLBACK])
+        (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == rollback_key]
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
     finally:
         instance.dispose()

@@ -36,6 +36,8 @@ class Asset:
     EXPLANATION: Final = "explanation"
     # Per-row contributions of each input column to the scoring version's raw output.
     ATTRIBUTIONS: Final = "attributions"
+    # Per model: which version serves online, where, with what canary and shadow settings.
+    DEPLOYMENT: Final = "deployment"
 
 
 class LakeFolder:
@@ -47,6 +49,31 @@ class LakeFolder:
     CHECKPOINTS: Final = "checkpoints"
     # The HTML evaluation report of each promotion decision (``evaluation_report_file``).
     EVALUATION_REPORT: Final = "evaluation_report"
+    # The online request log: one closed Parquet file per served batch (``served-...``).
+    REQUEST_LOG: Final = "request_log"
+
+
+class ServedColumn:
+    """Columns of a request-log file besides the model's input and sensitive columns.
+
+    The same file is landed as a batch of the model, so these names must not be feature names
+    (the request log refuses a spec where one is).
+    """
+
+    REQUEST_ID: Final = "request_id"
+    RECEIVED_AT: Final = "received_at"
+    CHAMPION_VERSION: Final = "champion_version"
+    CHAMPION_PROBA: Final = "champion_proba"
+    ROUTE: Final = "route"
+    CHALLENGER_VERSION: Final = "challenger_version"
+    CHALLENGER_PROBA: Final = "challenger_proba"
+
+
+# Values of ``ServedColumn.ROUTE``: which model's answer the client got.
+ROUTE_CHAMPION: Final = "champion"
+ROUTE_CANARY: Final = "canary"
+# Batch names of request-log files start so: ``served-<UTC time>-<replica>-<seq>``.
+SERVED_BATCH_PREFIX: Final = "served"
 
 
 class TrainingFile:
@@ -64,6 +91,21 @@ def training_file(fingerprint: str, file: str) -> str:
     version was trained on: the fingerprint tag on a version names exactly these files.
     """
     return f"{fingerprint}/{file}"
+
+
+def raw_version_file(batch: str, content_version: str) -> str:
+    """The lake partition (under ``raw_batch/``, ext ``parquet``) of one content version of a batch.
+
+    Keyed by content, so a re-landed batch is stored beside the earlier versions and never over
+    them: a bad re-landing loses nothing, and a model's lineage keeps naming data that exists.
+    """
+    return f"{batch}/{content_version}"
+
+
+def raw_landed_record(batch: str) -> str:
+    """The lake partition (under ``raw_batch/``, ext ``json``) of the batch's newest landed version
+    (a ``RawVersion``): what ``validated_batch`` checks next."""
+    return f"{batch}/landed"
 
 
 def version_record(version: str) -> str:
@@ -97,6 +139,19 @@ def evaluation_report_file(version: str, run_id: str) -> str:
 def op_name(model: str, asset: str) -> str:
     """The op (step) name Dagster derives from asset key ``[model, asset]``: what run config keys on."""
     return f"{model}__{asset}"
+
+
+def serve_service(model: str) -> str:
+    """The Kubernetes Deployment and Service of ``mlops serve <model>`` (deploy/k8s/): a DNS label."""
+    return "mlops-serve-" + model.replace("_", "-")
+
+
+# Port ``mlops serve`` listens on unless told otherwise (``--port``).
+SERVE_PORT: Final = 8080
+# Health path of ``mlops serve``: ready only once a model is loaded.
+SERVE_HEALTH_PATH: Final = "/health"
+# Where clients reach the served model, when it differs from the defaults (the deployment asset shows it).
+SERVE_URL_ENV: Final = "MLOPS_SERVE_URL"
 
 
 def partitions_name(model: str) -> str:
@@ -238,6 +293,18 @@ class Meta:
     # evaluation's own ``partition`` empty).
     BATCH: Final = "batch"
     FINGERPRINT: Final = "fingerprint"
+    # On ``raw_batch``, ``validated_batch`` and ``features``: the batch's raw content version.
+    CONTENT_VERSION: Final = "content_version"
+    # On ``raw_batch``: the batch's content version landed before this one (none: first landing).
+    PREVIOUS_CONTENT_VERSION: Final = "previous_content_version"
+    # On ``raw_batch``: registered versions trained on other content of the batch than this landing's.
+    TRAINED_VERSIONS: Final = "trained_registered_versions"
+    # On ``model``: the raw content version of each batch the version was trained on.
+    TRAINING_CONTENT_VERSIONS: Final = "training_content_versions"
+    # On ``features``: how many of the batch's rows have a label (the others are scored only).
+    LABELLED_ROWS: Final = "labelled_rows"
+    # On ``predictions``: why the batch's performance and fairness were not evaluated.
+    EVALUATION_SKIPPED: Final = "evaluation_skipped"
     TRAINING_FINGERPRINT: Final = "training_fingerprint"
     WINDOW_UNTIL: Final = "window_until"
     EXPECTATIONS_PASSED: Final = "expectations_passed"
@@ -254,12 +321,18 @@ class Meta:
     EVALUATION_REPORT: Final = "evaluation_report"
     # On ``drift_report``, an observation by the drift report job: the Evidently HTML report.
     DRIFT_HTML_REPORT: Final = "report"
+    # On ``evaluation`` and the production fairness checks: groups left out of the gaps.
+    TOO_SMALL_GROUPS: Final = "too_small_groups"
     # On ``drift_report``: whether the batch drifted (the drift report sensor renders those).
     DATASET_DRIFT: Final = "dataset_drift"
+    # On ``drift_report``, before any version is champion: which version's training data it used.
+    DRIFT_REFERENCE: Final = "drift_reference"
 
 
 # Asset checks that sensors watch.
 DRIFT_CHECK: Final = "drift_within_tolerance"
+# On ``raw_batch``: the landing does not change the content of a batch a registered version trained on.
+RELANDING_CHECK: Final = "relanding_keeps_trained_data"
 # On ``attributions``: the batch's importance ranking against the training baseline's.
 ATTRIBUTION_DRIFT_CHECK: Final = "attribution_drift"
 

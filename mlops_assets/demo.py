@@ -165,7 +165,9 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
     _print_promotion(settings, spec, source)
     _score_single_batch(spec, settings, env, history)
 
-    later = _later_batches(spec, source, known=set(batches))
+    later, refused = _later_batches(spec, source, known=set(batches))
+    for problem in refused:
+        print(f"  not replayed: {spec.source.batch_column} value {problem}")
     rows: list[dict] = []
     if later:
         print(f"\n4. Production: the daemon's sensors take over ({len(later)} batches, {later[0][0]}-{later[-1][0]})")
@@ -184,7 +186,10 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
         print(f"  MLflow UI       {tracking_uri} (runs, registered model, aliases)")
     else:
         print("  make mlflow-ui  MLflow UI at http://127.0.0.1:5000 (runs, registered model, aliases)")
-    print(f"  drift reports   {_reports_location(settings, name)}")
+    print(
+        f"  drift reports   {_reports_location(settings, name)} (drifted batches; any other: "
+        f"mlops report drift {name} --batch <batch>)"
+    )
     champion = _champion(settings, name)
     if champion is None:
         print(
@@ -222,20 +227,25 @@ def _reports_location(settings: Settings, name: str) -> str:
     return resolved_resources(settings)["lake"].uri(name, Asset.DRIFT_REPORT, "<batch>", "html")
 
 
-def _later_batches(spec: PipelineSpec, frame, *, known: set[str]) -> list:  # noqa: ANN001 - pandas stays lazy
+def _later_batches(spec: PipelineSpec, frame, *, known: set[str]) -> tuple[list, list[str]]:  # noqa: ANN001 - pandas stays lazy
     """Production, to be landed: every batch after the first training data (``training.initial_until``),
-    whether registered from the source or held back by ``source.until``."""
+    whether registered from the source or held back by ``source.until``; and why each value of the
+    batch column that is no batch name is left out (it would name a landing file)."""
+    from mlops_assets.batches import batch_name_problem
     from mlops_assets.ml.data import batch_at_or_before, batch_key, sorted_batches
 
     if spec.source.batch_column is None:
-        return []
+        return [], []
     until = spec.training.initial_until
-    keys = frame[spec.source.batch_column].map(batch_key)
-    return [
-        (b, frame[keys == b])
-        for b in sorted_batches(keys)
+    keys = frame[spec.source.batch_column].dropna().map(batch_key)
+    refused = sorted(f"{v!r} {batch_name_problem(v)}" for v in set(keys) if batch_name_problem(v) is not None)
+    valid = keys[keys.map(lambda v: batch_name_problem(v) is None)]
+    later = [
+        (b, frame.loc[valid.index[valid == b]])
+        for b in sorted_batches(valid)
         if b not in known or (until is not None and not batch_at_or_before(b, until))
     ]
+    return later, refused
 
 
 def _print_promotion(settings: Settings, spec: PipelineSpec, source) -> None:  # noqa: ANN001 - pandas stays lazy
@@ -285,10 +295,16 @@ def print_summary(spec: PipelineSpec, settings: Settings, rows: list[dict]) -> N
     print("-" * len(header))
     for row in rows:
         batch = row["batch"]
+        drift, quality = _batch_records(settings, spec.name, batch)
         if not row["scored"]:
             print(f"{batch:>6}  not scored: {row['error'][:120]}")
+            if drift is not None and row.get("drift_checked"):
+                print(
+                    f"{'':>6}  drift-checked all the same against v{drift.model_version}'s training data: "
+                    f"drift share {_fmt(drift.drifted_share)}, drift {'yes' if drift.dataset_drift else 'no'}, "
+                    f"retrain {row['retrain']}, decision {row['decision']}"
+                )
             continue
-        drift, quality = _batch_records(settings, spec.name, batch)
         evaluation = quality.evaluation if quality else None
         rows_scored = evaluation.rows if evaluation else 0
         scored_by = "v" + (drift.model_version if drift else "-")

@@ -11,9 +11,10 @@ from mlops_assets.assets.evaluation import build_evaluation_assets
 from mlops_assets.assets.features import build_feature_assets
 from mlops_assets.assets.governance import build_governance_assets, build_rollback_job
 from mlops_assets.assets.ingestion import build_ingestion_assets
+from mlops_assets.assets.online import build_online_assets
 from mlops_assets.assets.training import build_training_assets
 from mlops_assets.assets.validation import build_validation_assets
-from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, DRIFT_CHECK, TAG_MAX_RUNTIME, Asset, Job
+from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, DRIFT_CHECK, RELANDING_CHECK, TAG_MAX_RUNTIME, Asset, Job
 from mlops_assets.k8s import training_op_tags
 from sensors.builders import (
     build_check_alert_sensor,
@@ -61,6 +62,7 @@ def build_pipeline(
         *build_deployment_assets(pipeline),
         *build_attribution_assets(pipeline),
         *build_governance_assets(pipeline),
+        *build_online_assets(pipeline),
     ]
     score_batch = dg.define_asset_job(
         Job.score_batch(name),
@@ -71,7 +73,9 @@ def build_pipeline(
     )
     retrain = dg.define_asset_job(
         Job.retrain(name),
-        selection=dg.AssetSelection.assets(*(pipeline.key(a) for a in (*RETRAIN_ASSETS, Asset.MODEL_CARD))),
+        selection=dg.AssetSelection.assets(
+            *(pipeline.key(a) for a in (*RETRAIN_ASSETS, Asset.MODEL_CARD, Asset.DEPLOYMENT))
+        ),
         tags=_with_max_runtime(pipeline.tags, "retrain"),
         description=f"Trains a {name} candidate on the training window, evaluates it and decides its promotion.",
     )
@@ -89,10 +93,11 @@ def build_pipeline(
     fairness = [dg.AssetCheckKey(pipeline.key(Asset.PREDICTIONS), c) for c in fairness_checks(pipeline)]
     validation = [spec.key for spec in _check_specs(assets, pipeline.key(Asset.VALIDATED_BATCH))]
     attribution = [dg.AssetCheckKey(pipeline.key(Asset.ATTRIBUTIONS), ATTRIBUTION_DRIFT_CHECK)]
+    relanding = [dg.AssetCheckKey(pipeline.key(Asset.RAW_BATCH), RELANDING_CHECK)]
     sensors = [
         build_landing_sensor(pipeline, job=score_batch, interval_seconds=interval),
         build_check_alert_sensor(
-            pipeline, checks=[*validation, *drift, *fairness, *attribution], interval_seconds=interval
+            pipeline, checks=[*validation, *drift, *fairness, *attribution, *relanding], interval_seconds=interval
         ),
         build_run_watchdog_sensor(pipeline, interval_seconds=interval),
     ]

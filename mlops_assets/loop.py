@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,15 +144,21 @@ class ClosedLoop:
         return final
 
     def wait_for_run(
-        self, tags: dict[str, str], *, appear_within: float, job: str | None = None
+        self,
+        tags: dict[str, str],
+        *,
+        appear_within: float,
+        job: str | None = None,
+        created_after: datetime | None = None,
     ) -> dg.DagsterRun | None:
-        """The run (of ``job``, if given) carrying ``tags`` once it has finished; None if none
-        appears in time."""
+        """The run (of ``job``, if given) carrying ``tags`` and created after ``created_after``,
+        once it has finished; None if none appears in time."""
         deadline = time.monotonic() + appear_within
         run = None
         while run is None:
             self.check_daemon()
-            records = self.instance.get_run_records(dg.RunsFilter(job_name=job, tags=tags), limit=1)
+            runs_filter = dg.RunsFilter(job_name=job, tags=tags, created_after=created_after)
+            records = self.instance.get_run_records(runs_filter, limit=1)
             run = records[0].dagster_run if records else None
             if run is None:
                 if time.monotonic() > deadline:
@@ -177,27 +184,45 @@ class ClosedLoop:
 
         name = self.spec.name
         started = time.monotonic()
+        # Runs of an earlier landing of the same batch (a demo run again on the same MLOPS_HOME)
+        # carry the same tags: only those started by this landing count.
+        landed_at = datetime.now(UTC)
         self.land(batch, frame)
         model_tags = {TAG_MODEL: name, TAG_BATCH: batch}
-        scored = self.wait_for_run({**model_tags, TAG_TRIGGER: "landing"}, appear_within=self.timeout)
+        scored = self.wait_for_run(
+            {**model_tags, TAG_TRIGGER: "landing"},
+            appear_within=self.timeout,
+            job=Job.score_batch(name),
+            created_after=landed_at,
+        )
         row: dict[str, Any] = {"batch": batch, "scored": False, "error": "", "retrain": "-", "decision": "-"}
-        if scored is None or scored.status != dg.DagsterRunStatus.SUCCESS:
-            row["error"] = f"scoring run {scored.run_id if scored else '(none)'} failed; see the Dagster UI"
+        if scored is None:
+            row["error"] = f"no scoring run started within {self.timeout:.0f}s; see {self.log_path}"
+        elif scored.status != dg.DagsterRunStatus.SUCCESS:
+            row["error"] = f"run {scored.run_id[:8]} failed: {self.failure_reason(scored)}"
         else:
             row["scored"] = True
+        # A batch is drift-checked also when it cannot be scored (no champion yet): its checks
+        # may start a retrain all the same, which is how the loop finds a first champion.
+        row["drift_checked"] = scored is not None and self._materialized(scored, Asset.DRIFT_REPORT)
+        if row["scored"] or row["drift_checked"]:
             # A failed check is acted on at the sensor's next tick; on a loaded machine a tick
             # (a code-server call) can itself take many seconds.
             patience = 6 * int(self.env.get("MLOPS_SENSOR_INTERVAL_SECONDS", "30")) + 90
             for trigger in self._failed_monitors(batch):
                 # The job named: a drifted batch also gets a drift report run with the same tags.
                 retrain = self.wait_for_run(
-                    {**model_tags, TAG_TRIGGER: trigger}, appear_within=patience, job=Job.retrain(name)
+                    {**model_tags, TAG_TRIGGER: trigger},
+                    appear_within=patience,
+                    job=Job.retrain(name),
+                    created_after=landed_at,
                 )
                 if retrain is not None:
                     row["retrain"] = trigger
                     row["decision"] = self._decision(retrain)
                     break
-                row["error"] = f"{trigger} check failed but no retrain run appeared within {patience}s"
+                missing = f"{trigger} check failed but no retrain run appeared within {patience}s"
+                row["error"] = f"{row['error']}; {missing}" if row["error"] else missing
         champion = resolved_resources(self.settings)["registry"].by_alias(name, CHAMPION)
         row["champion"] = champion.version if champion else "-"
         print(
@@ -206,6 +231,26 @@ class ClosedLoop:
             flush=True,
         )
         return row
+
+    def failure_reason(self, run: dg.DagsterRun) -> str:
+        """The failed steps and their errors' first lines (a ``dagster.Failure`` says why itself)."""
+        failures = self.instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+        reasons = []
+        for record in failures:
+            event = record.event_log_entry.dagster_event
+            error = event.step_failure_data.error if event and event.step_failure_data else None
+            message = error.message.strip().splitlines()[0] if error and error.message.strip() else "failed"
+            step = record.event_log_entry.step_key or "?"
+            reasons.append(f"{step.rsplit('__', 1)[-1]}: {message.split('Failure: ', 1)[-1]}")
+        return "; ".join(reasons) or f"{run.status.value.lower()}; see the Dagster UI"
+
+    def _materialized(self, run: dg.DagsterRun, noun: str) -> bool:
+        """Whether ``run`` materialized the model's asset ``noun``."""
+        records = self.instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records
+        key = dg.AssetKey([self.spec.name, noun])
+        return any(r.event_log_entry.dagster_event.asset_key == key for r in records if r.event_log_entry.dagster_event)
 
     def _failed_monitors(self, batch: str) -> list[str]:
         """The retrain triggers this batch's check results call for, per the spec."""

@@ -106,16 +106,21 @@ def load_json(data: bytes | str, *, origin: str) -> Any:
 
 @dataclass(frozen=True)
 class TrainingManifest:
-    """What a training window holds: the batches, each batch's fingerprint, the window's training
-    fingerprint and the train/holdout sizes. Kept in the lake and as an artifact of each version."""
+    """What a training window holds: the batches, each batch's fingerprint and raw content version
+    (the stored ``raw_batch`` file it came from), the window's training fingerprint and the
+    train/holdout sizes. Kept in the lake and as an artifact of each version.
 
-    SCHEMA: ClassVar[int] = 1
+    Version 2 added ``content_versions``; a version-1 manifest reads with none (unknown).
+    """
+
+    SCHEMA: ClassVar[int] = 2
 
     batches: tuple[str, ...]
     fingerprints: dict[str, str]
     training_fingerprint: str
     train_rows: int
     holdout_rows: int
+    content_versions: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +128,7 @@ class TrainingManifest:
             "schema_version": self.SCHEMA,
             "batches": list(self.batches),
             "fingerprints": dict(self.fingerprints),
+            "content_versions": dict(self.content_versions),
             "training_fingerprint": self.training_fingerprint,
             "rows": {"train": self.train_rows, "holdout": self.holdout_rows},
         }
@@ -141,12 +147,48 @@ class TrainingManifest:
             training_fingerprint=f.text("training_fingerprint"),
             train_rows=int(rows.get("train", 0)),
             holdout_rows=int(rows.get("holdout", 0)),
+            content_versions={str(k): str(v) for k, v in f.mapping("content_versions", required=False).items()},
             schema_version=f.optional("schema_version", 0),
         )
 
     @classmethod
     def from_json(cls, data: bytes | str, *, origin: str) -> Self:
         return cls.from_dict(load_json(data, origin=origin), origin=origin)
+
+
+@dataclass(frozen=True)
+class RawVersion:
+    """The batch's newest landed raw content version (``raw_batch/<batch>/landed.json``): which
+    one, and the file or source it came from.
+
+    ``raw_batch`` writes it after the version's own file, so it never names data that is not
+    there; ``validated_batch`` checks the version it names. Earlier versions stay stored.
+    """
+
+    SCHEMA: ClassVar[int] = 1
+
+    batch: str
+    content_version: str
+    origin: str
+    schema_version: int = SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.SCHEMA,
+            "batch": self.batch,
+            "content_version": self.content_version,
+            "origin": self.origin,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, origin: str) -> Self:
+        f = _Fields(data, record="raw version", origin=origin, current=cls.SCHEMA)
+        return cls(
+            batch=f.text("batch"),
+            content_version=f.text("content_version"),
+            origin=f.text("origin"),
+            schema_version=f.optional("schema_version", 0),
+        )
 
 
 @dataclass(frozen=True)

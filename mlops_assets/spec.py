@@ -199,6 +199,11 @@ class GatesSpec(_Strict):
     )
     max_demographic_parity_difference: float | None = 0.25
     max_equalized_odds_difference: float | None = 0.25
+    min_group_size: Annotated[int, Field(ge=1)] = Field(
+        default=30,
+        description="Sensitive groups with fewer rows are left out of the fairness gaps (at training "
+        "and in production) and reported as too small: a rate over a handful of rows is noise.",
+    )
 
     @model_validator(mode="after")
     def _known_metrics(self) -> GatesSpec:
@@ -311,6 +316,68 @@ class ValidationSpec(_Strict):
     expectations: list[ExpectationSpec] = Field(default_factory=list)
 
 
+class CanarySpec(_Strict):
+    """Which share of online requests the challenger answers, and what keeps the choice sticky."""
+
+    share: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.0, description="Share of requests answered by @challenger (0 disables the canary)."
+    )
+    key: str = Field(
+        default="request_id",
+        description="What the stable hash routes on: `request_id`, or an input column naming the "
+        "entity (then one entity always sees one model).",
+    )
+
+
+class RequestLogSpec(_Strict):
+    """How served requests are written to the lake, as Parquet files that become batches."""
+
+    enabled: bool = Field(default=True, description="Log every served request (features, outputs, versions).")
+    max_rows: Annotated[int, Field(ge=1)] = Field(default=10000, description="A log file is closed at this many rows.")
+    interval_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=300.0, description="...or when it has been open this long, whichever comes first."
+    )
+
+
+class ServingSpec(_Strict):
+    """Online serving (`mlops serve`): canary and shadow traffic, request limits, the request log."""
+
+    canary: CanarySpec = Field(default_factory=CanarySpec)
+    shadow: bool = Field(default=False, description="Score @challenger too, off the response path, and log its output.")
+    max_rows: Annotated[int, Field(ge=1)] = Field(default=1000, description="Most rows one request may carry.")
+    max_body_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=1_000_000, description="Largest request body; larger is refused with 413."
+    )
+    token_env: str = Field(
+        default="MLOPS_SERVE_TOKEN",
+        description="Environment variable holding the bearer token; required for a non-loopback bind.",
+    )
+    poll_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=0.5, description="How often the champion and challenger aliases are re-resolved."
+    )
+    request_log: RequestLogSpec = Field(default_factory=RequestLogSpec)
+
+
+class LimitsSpec(_Strict):
+    """What one landed file may cost to read. Checked before the data is decoded where the format
+    allows (Parquet's footer and dictionaries; a CSV's size and header), and on the decoded frame;
+    a file over a limit fails its run naming the limit, the file and the value."""
+
+    max_file_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=1 << 30, description="Size of the file on disk (1 GiB); checked by the landing sensor too."
+    )
+    max_rows: Annotated[int, Field(ge=1)] = Field(default=5_000_000, description="Rows in one batch file.")
+    max_columns: Annotated[int, Field(ge=1)] = Field(default=1_000, description="Columns in one batch file.")
+    max_decoded_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=512 << 20,
+        description="Memory the decoded file may take (512 MiB): a small Parquet file whose "
+        "dictionary-encoded strings decode to hundreds of MB is refused before it is decoded.",
+    )
+    max_cell_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=1 << 20, description="Bytes of the largest single value (1 MiB)."
+    )
+
+
 class PipelineSpec(_Strict):
     """The whole spec of one model."""
 
@@ -326,6 +393,8 @@ class PipelineSpec(_Strict):
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     explain: ExplainSpec = Field(default_factory=ExplainSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     _origin: str = PrivateAttr(default="<spec>")
 
@@ -358,6 +427,12 @@ class PipelineSpec(_Strict):
         for column in self.features.columns:
             if not _IDENTIFIER.match(column):
                 raise ValueError(f"feature column {column!r} must be an identifier (it names asset checks)")
+        key = self.serving.canary.key
+        # Only checkable when the features are spelled out; inferred features are checked by the server.
+        if key != "request_id" and self.features.columns and key not in self.input_columns:
+            raise ValueError(
+                f"serving.canary.key: {key!r} is neither 'request_id' nor an input column {self.input_columns}"
+            )
         return self
 
     @property

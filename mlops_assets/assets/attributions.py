@@ -18,6 +18,7 @@ import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage
 from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, Artifact, Asset, Meta, artifact_path
+from mlops_assets.untrusted import md_code
 from resources.lake import Lake
 from resources.registry import MlflowRegistry, RegisteredModel
 
@@ -58,7 +59,7 @@ def build_attribution_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinitio
         from mlops_assets.ml.attribution import build_explainer, decide_attribution_drift, write_attributions
         from mlops_assets.ml.trainers import prepare_inputs
 
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         predictions = lake.read_frame(spec.name, Asset.PREDICTIONS, batch)
         if predictions.empty:
             raise dg.Failure(f"{spec.name}: batch {batch} has no scored rows to explain")
@@ -152,6 +153,6 @@ def attributions_metadata(info: "FileInfo", path: str) -> dict[str, object]:
         "top_k": info.top_k,
         "max_abs_residual": info.max_abs_residual,
         "path": dg.MetadataValue.path(path),
-        "importance": dg.MetadataValue.md("\n".join(f"- `{c}`: {v:.4f}" for c, v in ranked)),
+        "importance": dg.MetadataValue.md("\n".join(f"- {md_code(c)}: {v:.4f}" for c, v in ranked)),
         **{f"importance_{c}": v for c, v in ranked},
     }

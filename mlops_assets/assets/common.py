@@ -36,7 +36,7 @@ class ModelPipeline:
     def key(self, noun: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, noun])
 
-    def batch(self, context: dg.AssetExecutionContext) -> str:
+    def batch(self, context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
         """The run's partition key, held to the batch grammar: a key added from the UI or over
         GraphQL reaches the assets unchecked by Dagster.
 
@@ -95,12 +95,22 @@ def recorded(record: dg.EventLogRecord, key: str) -> object:
     return None if entry is None else entry.value
 
 
+# Columns of a landed file listed in its schema metadata: names come from whoever wrote the file.
+SCHEMA_COLUMNS = 200
+
+
 def frame_schema(frame) -> dg.TableSchema:  # noqa: ANN001 - pandas stays out of module imports
-    return dg.TableSchema(columns=[dg.TableColumn(str(c), str(t)) for c, t in frame.dtypes.items()])
+    """The frame's columns and dtypes, the first ``SCHEMA_COLUMNS`` of them, each name bounded."""
+    from mlops_assets.untrusted import bounded
+
+    return dg.TableSchema(
+        columns=[dg.TableColumn(str(bounded(str(c))), str(t)) for c, t in list(frame.dtypes.items())[:SCHEMA_COLUMNS]]
+    )
 
 
 def table(rows: list[dict], columns: list[str]) -> dg.TableMetadataValue:
-    """A metadata table; None becomes an empty cell rather than the string 'None'."""
+    """A metadata table; None becomes an empty cell rather than the string 'None'. The UI renders
+    string cells as markdown, so each is bounded and escaped (``mlops_assets.untrusted``)."""
     schema = dg.TableSchema(columns=[dg.TableColumn(c) for c in columns])
     records = [dg.TableRecord({c: ("" if r.get(c) is None else _cell(r.get(c))) for c in columns}) for r in rows]
     return dg.MetadataValue.table(records, schema=schema)
@@ -109,9 +119,11 @@ def table(rows: list[dict], columns: list[str]) -> dg.TableMetadataValue:
 def _cell(value: object) -> str | int | float | bool:
     if isinstance(value, float):
         return round(value, 4)
-    if isinstance(value, int | bool | str):
+    if isinstance(value, int | bool):
         return value
-    return str(value)
+    from mlops_assets.untrusted import bounded, md
+
+    return md(bounded(value))
 
 
 def retry_on_tracking_outage(compute: F) -> F:

@@ -1,6 +1,7 @@
 """Deployment: batch scoring by the champion, and the drift of each batch against its training data."""
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -60,13 +61,15 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         description=(
             "A batch scored by the model version that is champion when the run starts; the "
             "version is stored in every row and in the metadata.\n\n"
-            "On labelled batches the metadata adds ROC AUC and the fairness of the champion's "
-            "predictions in production, checked against the spec's fairness limits."
+            "Every row is scored, labelled or not. On the labelled rows the metadata adds ROC AUC "
+            "and the fairness of the champion's predictions in production, checked against the "
+            "spec's fairness limits; the metadata of a batch without labelled rows (served "
+            "traffic) says why they are skipped, and its drift is checked all the same."
         ),
     )
     @retry_on_tracking_outage
     def predictions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         champion = current_champion(registry, spec.name, batch)
         frame = lake.read_frame(spec.name, Asset.FEATURES, batch)
         out, result = score_batch(pipeline, frame, registry.load_model(champion), champion.version)
@@ -84,11 +87,16 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         key=pipeline.key(Asset.DRIFT_REPORT),
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
-        deps=[pipeline.key(Asset.PREDICTIONS)],
+        # Not downstream of predictions: a batch is drift-checked also while no version is
+        # champion (its scoring fails), against the newest version's training data.
+        deps=[pipeline.key(Asset.FEATURES), pipeline.key(Asset.PROMOTION)],
         check_specs=drift_check_specs(pipeline, columns),
         kinds={"evidently"},
         description=(
-            "How far a batch drifted from the training data of the model that scored it.\n\n"
+            "How far a batch drifted from the training data of the champion that scores it in the "
+            "same run; before any version is champion, from the newest registered version's "
+            "training data (the latest training window), so the loop keeps watching and can "
+            "retrain while nothing is scored.\n\n"
             "Per-column drift scores come from the reference profile saved with the model "
             "(Evidently's default methods and thresholds, or the spec's); the drifted share is "
             f"check `{DRIFT_CHECK}`. An Evidently HTML report of the same comparison is rendered by "
@@ -99,8 +107,9 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     )
     @retry_on_tracking_outage
     def drift_report(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
-        scored_by = scored_version(lake, spec.name, batch)
+        batch = pipeline.batch(context)
+        reference = drift_reference(registry, spec.name, batch)
+        scored_by = reference.version
         current = lake.read_frame(spec.name, Asset.FEATURES, batch)
         profile = reference_profile(registry, spec.name, scored_by)
         result = detect(pipeline, profile, current)
@@ -115,7 +124,12 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         )
         lake.write_json(spec.name, Asset.DRIFT_REPORT, summary.to_dict(), batch)
         yield from drift_check_results(pipeline, result, batch=batch, scored_by=scored_by, columns=columns)
-        yield dg.MaterializeResult(metadata=drift_metadata(result, scored_by))
+        metadata = drift_metadata(result, scored_by)
+        if not reference.is_champion:
+            metadata[Meta.DRIFT_REFERENCE] = (
+                f"no version is champion yet: drift against version {scored_by}'s training data, the newest"
+            )
+        yield dg.MaterializeResult(metadata=metadata)
 
     return [predictions, drift_report]
 
@@ -136,10 +150,12 @@ def build_drift_report_job(pipeline: ModelPipeline) -> dg.JobDefinition:
     @dg.op(name=f"{pipeline.name}_render_drift_report", description="Renders the Evidently HTML report of a batch.")
     @retry_on_tracking_outage
     def render_drift_report(context: dg.OpExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = context.partition_key
-        if not lake.exists(spec.name, Asset.PREDICTIONS, batch, "parquet"):
-            raise dg.Failure(f"{spec.name}: batch {batch} has not been scored, so it has no drift to report")
-        scored_by = scored_version(lake, spec.name, batch)
+        batch = pipeline.batch(context)
+        if not lake.exists(spec.name, Asset.DRIFT_REPORT, batch, "json"):
+            raise dg.Failure(f"{spec.name}: batch {batch} has not been drift-checked, so it has no drift to report")
+        # The version its drift check compared it with (the champion that scored it, or the newest).
+        drift = DriftSummary.from_dict(lake.read_json(spec.name, Asset.DRIFT_REPORT, batch), origin=batch)
+        scored_by = drift.model_version
         current = lake.read_frame(spec.name, Asset.FEATURES, batch)
         path = render_report(pipeline, lake, batch, reference_profile(registry, spec.name, scored_by), current)
         context.log.info("%s batch %s: Evidently report at %s", spec.name, batch, path)
@@ -232,7 +248,12 @@ def score_batch(
     labelled = out["label"].notna()
     if not labelled.any():
         return out, None
-    result = evaluate(out.loc[labelled, "label"].to_numpy(), scores[labelled.to_numpy()], out.loc[labelled, sensitive])
+    result = evaluate(
+        out.loc[labelled, "label"].to_numpy(),
+        scores[labelled.to_numpy()],
+        out.loc[labelled, sensitive],
+        min_group_size=pipeline.spec.gates.min_group_size,
+    )
     return out, result
 
 
@@ -245,7 +266,13 @@ def predictions_metadata(
         "dagster/row_count": len(out),
         "predicted_positive_rate": float(out["prediction"].mean()) if len(out) else 0.0,
     }
-    if result is not None:
+    labelled = int(out["label"].notna().sum())
+    metadata[Meta.LABELLED_ROWS] = labelled
+    if result is None:
+        metadata[Meta.EVALUATION_SKIPPED] = (
+            f"none of the {len(out)} rows has a label: scored, but performance and fairness are not evaluated"
+        )
+    else:
         metadata.update({f"{k}": v for k, v in result.metrics.items() if v is not None})
         for gap in Fairness.GAPS:
             if result.worst(gap) is not None:
@@ -256,6 +283,7 @@ def predictions_metadata(
 def fairness_check_results(
     fairness: dict[str, tuple[str, float]], result: "Evaluation | None", *, batch: str, version: str
 ) -> Iterator[dg.AssetCheckResult]:
+    note = result.too_small_note() if result is not None else ""
     for name, (gap, limit) in fairness.items():
         value = result.worst(gap) if result is not None else None
         yield dg.AssetCheckResult(
@@ -263,23 +291,48 @@ def fairness_check_results(
             passed=value is None or value <= limit,
             severity=dg.AssetCheckSeverity.WARN,
             description=(
-                f"batch {batch}: no labelled rows with both classes, not evaluated"
+                f"batch {batch}: not evaluated: no labelled rows with both classes, or fewer than two "
+                f"groups large enough to compare{note}"
                 if value is None
                 else f"batch {batch}: {gap} {value:.3f} {'within' if value <= limit else 'exceeds'} "
-                f"limit {limit:g} (champion version {version})"
+                f"limit {limit:g} (champion version {version}){note}"
             ),
             metadata={
                 Meta.BATCH: batch,
                 "gap": value if value is not None else -1.0,
                 "limit": limit,
                 Meta.MODEL_VERSION: version,
+                Meta.TOO_SMALL_GROUPS: dg.MetadataValue.json(result.too_small() if result is not None else []),
             },
         )
 
 
-def scored_version(lake: Lake, name: str, batch: str) -> str:
-    """The model version that scored ``batch`` (stored in every row of its predictions)."""
-    return str(lake.read_frame(name, Asset.PREDICTIONS, batch)[Meta.MODEL_VERSION].iloc[0])
+@dataclass(frozen=True)
+class DriftReference:
+    """The version whose training data a batch's drift is measured against."""
+
+    version: str
+    is_champion: bool
+
+
+def drift_reference(registry: MlflowRegistry, name: str, batch: str) -> DriftReference:
+    """The champion (which scores the batch in the same run), or before there is one the newest
+    registered version: its training data is the latest training window.
+
+    Raises:
+        dagster.Failure: no version is registered yet, so there is no training data to compare with.
+    """
+    champion = registry.by_alias(name, CHAMPION)
+    if champion is not None:
+        return DriftReference(champion.version, is_champion=True)
+    registered = registry.versions(name)
+    if not registered:
+        raise dg.Failure(
+            f"{name}: no version is registered yet, so batch {batch} has no training data to be "
+            "drift-checked against; materialize training_dataset and model"
+        )
+    newest = max(registered, key=lambda v: int(v.version))
+    return DriftReference(newest.version, is_champion=False)
 
 
 def reference_profile(registry: MlflowRegistry, name: str, version: str) -> "ReferenceProfile":

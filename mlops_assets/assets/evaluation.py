@@ -51,6 +51,7 @@ from mlops_assets.records import (
     ScoredVersion,
     TrainingManifest,
 )
+from mlops_assets.untrusted import md, md_code
 from resources.lake import Lake
 from resources.registry import MlflowRegistry, RegisteredModel
 
@@ -205,7 +206,10 @@ def evaluate_against_champion(
         if version is None:
             continue
         proba = registry.load_model(version).predict_proba(inputs)[:, 1]
-        scored[role] = ScoredVersion(version.version, evaluate(y, proba, holdout[spec.sensitive_features]))
+        scored[role] = ScoredVersion(
+            version.version,
+            evaluate(y, proba, holdout[spec.sensitive_features], min_group_size=spec.gates.min_group_size),
+        )
         drawn[role] = ScoredModel(role, version.version, proba, scored[role].evaluation)
         context.log.info("%s %s v%s: %s", spec.name, role, version.version, scored[role].evaluation.metrics)
     started = time.perf_counter()
@@ -281,7 +285,8 @@ def evaluation_result(report: EvaluationReport, figure_uris: list[str]) -> dg.Ma
             **{f"candidate_{k}": v for k, v in candidate.evaluation.metrics.items() if v is not None},
             "comparison": table(rows, COMPARISON_COLUMNS),
             "candidate_by_group": group_table(candidate.evaluation),
-            "figures": dg.MetadataValue.md("\n".join(f"- `{uri}`" for uri in figure_uris) or "(none)"),
+            Meta.TOO_SMALL_GROUPS: table(candidate.evaluation.too_small(), ["feature", "group", "rows"]),
+            "figures": dg.MetadataValue.md("\n".join(f"- {md_code(uri)}" for uri in figure_uris) or "(none)"),
         }
     )
 
@@ -491,7 +496,7 @@ def promotion_result(
             "champion_after": champion_after or "(none)",
             "overridden": decision.overridden,
             "override_reason": decision.override_reason,
-            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+            "reasons": dg.MetadataValue.md("\n".join(f"- {md(r)}" for r in decision.reasons)),
             "gates": table([g.__dict__ for g in decision.gates], ["gate", "value", "limit", "passed", "detail"]),
             "training_data": table([e.__dict__ for e in evidence], ["batch", "validated", "detail"]),
             "deltas": dg.MetadataValue.json(decision.deltas),

@@ -26,8 +26,10 @@ def build_feature_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
         description=(
             f"A batch as model input: the feature columns typed for the model, the sensitive "
             f"columns kept for fairness (not model inputs), and `label` = `{label.column}` {rule}.\n\n"
-            "Rows whose label is missing are dropped and counted; a batch without the label "
-            "column keeps every row, unlabelled, for scoring. Only row-wise, stateless "
+            "Every row is kept, so every row is scored: a row whose label is missing (all of "
+            "them in served traffic, or in a batch without the label column) has a null `label` "
+            "and is counted; training and the production metrics use the labelled rows only. "
+            "Only row-wise, stateless "
             "transformations happen here: everything fitted (imputation, encoding, scaling) is "
             "fitted on training data inside the model and saved with it, so scoring applies "
             "exactly the training-time transformations."
@@ -36,16 +38,18 @@ def build_feature_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
     def features(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
         batch = pipeline.batch(context)
         validated = lake.read_frame(spec.name, Asset.VALIDATED_BATCH, batch)
-        frame, labelled, dropped = model_inputs(pipeline, validated)
-        lake.write_frame(spec.name, Asset.FEATURES, frame, batch)
-        return features_result(frame, labelled=labelled, dropped=dropped)
+        tags = lake.frame_tags(spec.name, Asset.VALIDATED_BATCH, batch)
+        frame, labelled = model_inputs(pipeline, validated)
+        # The raw content version goes on with the rows: training records it as the model's lineage.
+        lake.write_frame(spec.name, Asset.FEATURES, frame, batch, tags=tags)
+        return features_result(frame, labelled=labelled, content_version=tags.get(Meta.CONTENT_VERSION, ""))
 
     return [features]
 
 
-def model_inputs(pipeline: ModelPipeline, validated: "pd.DataFrame") -> "tuple[pd.DataFrame, bool, int]":
-    """The batch as model input with its label; whether it is labelled, and the rows dropped
-    for a missing label."""
+def model_inputs(pipeline: ModelPipeline, validated: "pd.DataFrame") -> "tuple[pd.DataFrame, bool]":
+    """Every row of the batch as model input with its label (null where the row has none), and
+    whether the batch has the label column."""
     import numpy as np
 
     from mlops_assets.ml.data import LABEL, binarize_label
@@ -57,24 +61,24 @@ def model_inputs(pipeline: ModelPipeline, validated: "pd.DataFrame") -> "tuple[p
         frame[column] = validated[column].astype(str).where(validated[column].notna(), "missing")
     labelled = spec.label.column in validated.columns
     frame[LABEL] = binarize_label(spec, validated) if labelled else np.nan
-    dropped = int(frame[LABEL].isna().sum()) if labelled else 0
-    if labelled:
-        frame = frame[frame[LABEL].notna()].reset_index(drop=True)
-    return frame, labelled, dropped
+    return frame, labelled
 
 
-def features_result(frame: "pd.DataFrame", *, labelled: bool, dropped: int) -> dg.MaterializeResult:
+def features_result(frame: "pd.DataFrame", *, labelled: bool, content_version: str = "") -> dg.MaterializeResult:
     from mlops_assets.ml.data import LABEL, frame_fingerprint
 
     fingerprint = frame_fingerprint(frame)
+    with_label = frame[LABEL].notna()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
             "dagster/column_schema": frame_schema(frame),
             "labelled": labelled,
-            "rows_without_label_dropped": dropped,
-            "positive_rate": float(frame[LABEL].mean()) if labelled and len(frame) else 0.0,
+            Meta.LABELLED_ROWS: int(with_label.sum()),
+            "rows_without_label": int((~with_label).sum()),
+            "positive_rate": float(frame.loc[with_label, LABEL].mean()) if with_label.any() else 0.0,
             Meta.FINGERPRINT: fingerprint,
+            Meta.CONTENT_VERSION: content_version,
         },
         data_version=dg.DataVersion(fingerprint),
     )

@@ -26,6 +26,7 @@ from mlops_assets.contract import (
     registry_pool,
     version_record,
 )
+from mlops_assets.untrusted import md_code_block
 from resources.lake import Lake
 from resources.registry import MlflowRegistry
 
@@ -110,7 +111,7 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
     def explanation(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> dg.MaterializeResult:
         from mlops_assets.explain import explain, render_text
 
-        batch = context.partition_key
+        batch = pipeline.batch(context)
         try:
             doc = explain(model=spec.name, registry=registry, lake=lake, instance=context.instance, batch=batch)
         except LookupError as e:
@@ -120,7 +121,7 @@ def build_governance_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             metadata={
                 Meta.MODEL_VERSION: doc.version.version,
                 "training_batches": dg.MetadataValue.json([b.batch for b in doc.training_data.batches]),
-                "explanation": dg.MetadataValue.md(f"```\n{render_text(doc)}\n```"),
+                "explanation": dg.MetadataValue.md(md_code_block(render_text(doc))),
                 "notes": dg.MetadataValue.json(list(doc.notes)),
                 # Why each row got its score: the batch's per-row attributions, linked by `row`.
                 "attributions": dg.MetadataValue.path(lake.uri(spec.name, Asset.ATTRIBUTIONS, batch))
@@ -136,7 +137,8 @@ def build_rollback_job(pipeline: ModelPipeline):  # noqa: ANN201 - dagster expor
     """``<model>_rollback_job``: the launchpad (and ``mlops rollback``) path for a rollback."""
     return dg.define_asset_job(
         Job.rollback(pipeline.name),
-        selection=dg.AssetSelection.assets(pipeline.key(Asset.CHAMPION_ROLLBACK)),
+        # The deployment record follows the move in the same run.
+        selection=dg.AssetSelection.assets(pipeline.key(Asset.CHAMPION_ROLLBACK), pipeline.key(Asset.DEPLOYMENT)),
         tags={**pipeline.tags, TAG_TRIGGER: MANUAL},
         description=f"Moves {pipeline.name}'s champion back to an earlier champion (config: to_version, reason).",
     )

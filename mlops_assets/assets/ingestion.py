@@ -5,7 +5,9 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline, frame_schema, table
-from mlops_assets.contract import Asset, Meta
+from mlops_assets.assets.training import trained_content
+from mlops_assets.contract import RELANDING_CHECK, Asset, Meta, raw_landed_record, raw_version_file
+from mlops_assets.records import RawVersion
 from mlops_assets.spec import PipelineSpec
 from resources.lake import Lake
 from resources.landing import LandingZone
@@ -50,19 +52,33 @@ def build_ingestion_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]
         group_name=pipeline.name,
         partitions_def=pipeline.partitions,
         deps=[source_batches],
+        check_specs=[
+            dg.AssetCheckSpec(
+                RELANDING_CHECK,
+                asset=pipeline.key(Asset.RAW_BATCH),
+                description="The landing does not change the content of a batch that a registered model "
+                "version was trained on (that version's lineage keeps naming the content it trained on).",
+            )
+        ],
         kinds={"pandas", "parquet"},
         description=(
             "One batch exactly as it arrived: every column, every row.\n\n"
             "A file in the landing folder named after the batch takes precedence over the source. "
-            "Stored as Parquet in the lake with its row count, schema and a content fingerprint; "
-            "the fingerprint is what later decides whether a model must be retrained."
+            "Each content version (a hash of the rows) is stored on its own, "
+            "`raw_batch/<batch>/<content version>.parquet`, and never overwritten: a batch landed "
+            "again is a new version that `validated_batch` checks, while everything downstream "
+            "keeps the earlier version's outputs until the new one passes. Its metadata has the row "
+            "count, schema and the content version; the check flags a landing that changes a batch "
+            "a registered model version was trained on."
         ),
     )
     def raw_batch(context: dg.AssetExecutionContext, lake: Lake, landing: LandingZone) -> dg.MaterializeResult:
         batch = pipeline.batch(context)
         frame, origin = read_raw_batch(spec, batch, landing)
-        lake.write_frame(spec.name, Asset.RAW_BATCH, frame, batch)
-        return raw_batch_result(frame, origin, lake.uri(spec.name, Asset.RAW_BATCH, batch))
+        landed, previous = store_raw_version(lake, spec.name, batch, frame, origin)
+        trained = trained_content(context.instance, pipeline, lake, batch)
+        path = lake.uri(spec.name, Asset.RAW_BATCH, raw_version_file(batch, landed.content_version))
+        return raw_batch_result(frame, landed, previous, trained, path=path)
 
     return [source_batches, raw_batch]
 
@@ -112,6 +128,7 @@ def read_raw_batch(spec: PipelineSpec, batch: str, landing: LandingZone) -> "tup
         Failure: the landed file cannot be read (names it), or the batch is nowhere.
     """
     from mlops_assets.ml.data import read_batch, read_landed_file
+    from mlops_assets.ml.limits import LimitExceeded
 
     try:
         landed = landing.file_for(spec.name, batch)
@@ -119,26 +136,110 @@ def read_raw_batch(spec: PipelineSpec, batch: str, landing: LandingZone) -> "tup
         raise dg.Failure(str(e), allow_retries=False) from e
     if landed is not None:
         try:
-            return read_landed_file(landed, batch=batch, batch_column=spec.source.batch_column), landed
+            frame = read_landed_file(landed, batch=batch, batch_column=spec.source.batch_column, limits=spec.limits)
+        except LimitExceeded as e:
+            raise dg.Failure(
+                str(e),
+                metadata={"file": landed, "limit": f"limits.{e.limit}", "value": e.value, "allowed": e.allowed},
+                allow_retries=False,
+            ) from e
         except ValueError as e:
             raise dg.Failure(str(e), metadata={"file": landed}) from e
+        return frame, landed
     frame = read_batch(spec.source, batch)
     if frame.empty:
         raise dg.Failure(f"{spec.name}: batch {batch} is neither in the source nor in {landing.folder(spec.name)}")
     return frame, spec.source.uri
 
 
-def raw_batch_result(frame: "pd.DataFrame", origin: str, path: str) -> dg.MaterializeResult:
+def landed_version(lake: Lake, name: str, batch: str) -> RawVersion | None:
+    """The batch's newest landed raw version, None before its first landing."""
+    partition = raw_landed_record(batch)
+    if not lake.exists(name, Asset.RAW_BATCH, partition, "json"):
+        return None
+    origin = lake.uri(name, Asset.RAW_BATCH, partition, "json")
+    return RawVersion.from_dict(lake.read_json(name, Asset.RAW_BATCH, partition), origin=origin)
+
+
+def store_raw_version(
+    lake: Lake, name: str, batch: str, frame: "pd.DataFrame", origin: str
+) -> tuple[RawVersion, RawVersion | None]:
+    """Stores ``frame`` as a content version of ``batch`` (unless that version is stored already)
+    and makes it the landed one; returns it and the version landed before (None: none was).
+
+    The version's file is written before the record that names it: a step that fails between the
+    two leaves the earlier version landed, never a record of data that is not there.
+    """
     from mlops_assets.ml.data import frame_fingerprint
 
-    fingerprint = frame_fingerprint(frame)
+    previous = landed_version(lake, name, batch)
+    landed = RawVersion(batch=batch, content_version=frame_fingerprint(frame), origin=origin)
+    file = raw_version_file(batch, landed.content_version)
+    if not lake.exists(name, Asset.RAW_BATCH, file):
+        lake.write_frame(name, Asset.RAW_BATCH, frame, file)
+    lake.write_json(name, Asset.RAW_BATCH, landed.to_dict(), raw_landed_record(batch))
+    return landed, previous
+
+
+def relanding_check(
+    landed: RawVersion, previous: RawVersion | None, trained: dict[str, str | None]
+) -> dg.AssetCheckResult:
+    """Fails when this landing changes the batch's content while a registered version was trained
+    on other content of it: once per such landing (landing the same content again passes)."""
+    batch, version = landed.batch, landed.content_version
+    other = {v: c for v, c in trained.items() if c != version}
+    unchanged = previous is not None and previous.content_version == version
+    if not other or unchanged:
+        why = (
+            f"batch {batch}: content version {version} is the one landed before"
+            if unchanged
+            else f"batch {batch}: no registered version was trained on other content of it"
+        )
+        return dg.AssetCheckResult(
+            check_name=RELANDING_CHECK, passed=True, description=why, metadata={Meta.BATCH: batch}
+        )
+    trained_on = ", ".join(
+        f"v{v} on {c if c is not None else 'an unrecorded content version'}" for v, c in sorted(other.items())
+    )
+    return dg.AssetCheckResult(
+        check_name=RELANDING_CHECK,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"batch {batch} landed again from {landed.origin} as content version {version}, "
+            f"replacing {previous.content_version if previous else 'the version trained on'}; registered "
+            f"version(s) trained on it: {trained_on}. Their lineage keeps the content they were trained "
+            "on (still stored); a retrain would use the new content once it passes validation"
+        ),
+        metadata={
+            Meta.BATCH: batch,
+            Meta.CONTENT_VERSION: version,
+            Meta.TRAINED_VERSIONS: dg.MetadataValue.json({v: c for v, c in sorted(other.items())}),
+        },
+    )
+
+
+def raw_batch_result(
+    frame: "pd.DataFrame",
+    landed: RawVersion,
+    previous: RawVersion | None,
+    trained: dict[str, str | None],
+    *,
+    path: str,
+) -> dg.MaterializeResult:
+    version = landed.content_version
+    other = {v: c for v, c in sorted(trained.items()) if c != version}
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
             "dagster/column_schema": frame_schema(frame),
-            Meta.FINGERPRINT: fingerprint,
-            "source": origin,
+            Meta.FINGERPRINT: version,
+            Meta.CONTENT_VERSION: version,
+            Meta.PREVIOUS_CONTENT_VERSION: previous.content_version if previous else "",
+            Meta.TRAINED_VERSIONS: dg.MetadataValue.json(other),
+            "source": landed.origin,
             "path": dg.MetadataValue.path(path),
         },
-        data_version=dg.DataVersion(fingerprint),
+        data_version=dg.DataVersion(version),
+        check_results=[relanding_check(landed, previous, trained)],
     )

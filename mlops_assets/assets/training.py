@@ -71,7 +71,7 @@ def build_training_assets(pipeline: ModelPipeline, *, op_tags: dict[str, object]
     def training_dataset(context: dg.AssetExecutionContext, config: TrainingWindow, lake: Lake) -> dg.MaterializeResult:
         until = window_until(spec, config.until)
         parts = read_window(context, pipeline, lake, until)
-        window = split_window(spec, parts)
+        window = split_window(spec, parts.frames, parts.content_versions)
         store_window(lake, spec.name, window)
         return window_result(window, until)
 
@@ -132,9 +132,18 @@ def select_window(registered: Sequence[str], until: str | None) -> list[str]:
     return [b for b in sorted_batches(registered) if until is None or batch_at_or_before(b, until)]
 
 
+@dataclass(frozen=True)
+class WindowParts:
+    """The features of each batch of a window, and the raw content version each came from
+    (absent for features written before content versions were recorded)."""
+
+    frames: "dict[str, pd.DataFrame]"
+    content_versions: dict[str, str]
+
+
 def read_window(
     context: dg.AssetExecutionContext, pipeline: ModelPipeline, lake: Lake, until: str | None
-) -> "dict[str, pd.DataFrame]":
+) -> WindowParts:
     """The features of every batch of the window that has them and holds a label."""
     from mlops_assets.ml.data import LABEL
 
@@ -149,10 +158,22 @@ def read_window(
     if not ready:
         raise dg.Failure(f"{name}: no batch up to {until} has features; materialize features first")
     parts = {b: lake.read_frame(name, Asset.FEATURES, b) for b in ready}
-    return {b: f for b, f in parts.items() if f[LABEL].notna().any()}
+    frames = {b: f for b, f in parts.items() if f[LABEL].notna().any()}
+    versions = {b: lake.frame_tags(name, Asset.FEATURES, b).get(Meta.CONTENT_VERSION) for b in frames}
+    return WindowParts(frames, {b: v for b, v in versions.items() if v})
 
 
-def split_window(spec: PipelineSpec, parts: "Mapping[str, pd.DataFrame]") -> WindowSplit:
+def labelled_rows(features: "pd.DataFrame") -> "pd.DataFrame":
+    """A batch's labelled rows, renumbered: features keeps unlabelled rows for scoring, while a
+    row's holdout side is a hash of its position among the labelled rows, as it always was."""
+    from mlops_assets.ml.data import LABEL
+
+    return features[features[LABEL].notna()].reset_index(drop=True)
+
+
+def split_window(
+    spec: PipelineSpec, parts: "Mapping[str, pd.DataFrame]", content_versions: Mapping[str, str] | None = None
+) -> WindowSplit:
     """Training set and holdout of the window's labelled rows, each row's side a stable hash.
 
     Raises:
@@ -163,9 +184,10 @@ def split_window(spec: PipelineSpec, parts: "Mapping[str, pd.DataFrame]") -> Win
     from mlops_assets.ml.data import LABEL, frame_fingerprint, holdout_mask
     from mlops_assets.ml.lineage import training_fingerprint
 
+    # The features' own fingerprint (every row), which lineage matches against their materializations.
     fingerprints = {b: frame_fingerprint(f) for b, f in parts.items()}
-    data = pd.concat([f.assign(__batch__=b, __row__=range(len(f))) for b, f in parts.items()], ignore_index=True)
-    data = data[data[LABEL].notna()].reset_index(drop=True)
+    labelled = {b: labelled_rows(f) for b, f in parts.items()}
+    data = pd.concat([f.assign(__batch__=b, __row__=range(len(f))) for b, f in labelled.items()], ignore_index=True)
     if data[LABEL].nunique() < 2:
         raise dg.Failure(f"{spec.name}: the training window {list(parts)} holds a single label class")
     in_holdout = holdout_mask(
@@ -181,9 +203,10 @@ def split_window(spec: PipelineSpec, parts: "Mapping[str, pd.DataFrame]") -> Win
         training_fingerprint=training_fingerprint(spec, fingerprints),
         train_rows=len(train),
         holdout_rows=len(holdout),
+        content_versions={b: v for b, v in (content_versions or {}).items() if b in parts},
     )
     return WindowSplit(
-        rows_per_batch={b: len(f) for b, f in parts.items()},
+        rows_per_batch={b: len(f) for b, f in labelled.items()},
         train=train,
         holdout=holdout,
         positive_rate=float(data[LABEL].mean()),
@@ -212,10 +235,15 @@ def window_result(window: WindowSplit, until: str | None) -> dg.MaterializeResul
             Meta.WINDOW_UNTIL: until or "(all)",
             "batches": table(
                 [
-                    {"batch": b, "rows": window.rows_per_batch[b], "fingerprint": manifest.fingerprints[b]}
+                    {
+                        "batch": b,
+                        "rows": window.rows_per_batch[b],
+                        "fingerprint": manifest.fingerprints[b],
+                        Meta.CONTENT_VERSION: manifest.content_versions.get(b),
+                    }
                     for b in manifest.batches
                 ],
-                ["batch", "rows", "fingerprint"],
+                ["batch", "rows", "fingerprint", Meta.CONTENT_VERSION],
             ),
             "train_rows": manifest.train_rows,
             "holdout_rows": manifest.holdout_rows,
@@ -238,6 +266,37 @@ def read_manifest(lake: Lake, name: str, fingerprint: str) -> TrainingManifest:
         lake.read_bytes(name, Asset.TRAINING_DATASET, partition, "json"),
         origin=lake.uri(name, Asset.TRAINING_DATASET, partition, "json"),
     )
+
+
+# Model materializations read per page when looking for the versions trained on a batch.
+_MODEL_PAGE = 200
+
+
+def trained_content(
+    instance: dg.DagsterInstance, pipeline: ModelPipeline, lake: Lake, batch: str
+) -> dict[str, str | None]:
+    """The registered versions whose training window held ``batch``, each with the batch's raw
+    content version it recorded (None: a manifest from before content versions were recorded).
+
+    Read from the ``model`` materializations (version and training fingerprint) and the manifests
+    they name; a version whose manifest is gone is logged by the caller's reader, not guessed.
+    """
+    found: dict[str, str | None] = {}
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=pipeline.key(Asset.MODEL)), limit=_MODEL_PAGE, cursor=cursor
+        )
+        for record in page.records:
+            version, fingerprint = recorded(record, Meta.VERSION), recorded(record, Meta.TRAINING_FINGERPRINT)
+            if version is None or fingerprint is None or str(version) in found:
+                continue
+            manifest = read_manifest(lake, pipeline.name, str(fingerprint))
+            if batch in manifest.batches:
+                found[str(version)] = manifest.content_versions.get(batch)
+        if not page.has_more:
+            return found
+        cursor = page.cursor
 
 
 def window_of_run(context: dg.AssetExecutionContext, pipeline: ModelPipeline, lake: Lake) -> TrainingManifest:
@@ -402,6 +461,7 @@ def model_result(
         "mlflow_run_id": registered.run_id,
         "reused_existing_version": reused,
         "training_batches": dg.MetadataValue.json(list(manifest.batches)),
+        Meta.TRAINING_CONTENT_VERSIONS: dg.MetadataValue.json(dict(manifest.content_versions)),
         Meta.TRAINING_FINGERPRINT: manifest.training_fingerprint,
     }
     if train_auc is not None:

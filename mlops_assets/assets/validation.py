@@ -1,9 +1,9 @@
 """Validation: a Great Expectations suite learned from the first training data, run on every batch.
 
-Each expectation is its own blocking asset check on ``validated_batch``. A batch that fails an
-error-severity expectation fails the step after its check results are recorded: nothing is
-written, so the batch's last good ``validated_batch`` (if any) stays as it was, and nothing
-downstream runs.
+Each expectation is its own blocking asset check on ``validated_batch``, run on the batch's newest
+landed raw content version. A batch that fails an error-severity expectation fails the step after
+its check results are recorded: nothing is written, so the batch's last good ``validated_batch``
+(if any, with the content version it came from) stays as it was, and nothing downstream runs.
 """
 
 from collections.abc import Iterator, Sequence
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from mlops_assets.assets.common import ModelPipeline, table
-from mlops_assets.contract import Asset, Meta
+from mlops_assets.assets.ingestion import landed_version
+from mlops_assets.contract import Asset, Meta, raw_version_file
 from mlops_assets.ml.validation import planned_checks
 from resources.lake import Lake
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlops_assets.ml.validation import Outcome, Suite
+    from mlops_assets.records import RawVersion
 
 
 def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
@@ -68,16 +70,22 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         from mlops_assets.ml.validation import Suite, validate
 
         batch = pipeline.batch(context)
-        frame = lake.read_frame(spec.name, Asset.RAW_BATCH, batch)
+        landed = landed_version(lake, spec.name, batch)
+        if landed is None:
+            raise dg.Failure(f"{spec.name}: batch {batch} has no landed raw version; materialize raw_batch first")
+        version = landed.content_version
+        frame = lake.read_frame(spec.name, Asset.RAW_BATCH, raw_version_file(batch, version))
         suite = Suite.from_json(lake.read_bytes(spec.name, Asset.VALIDATION_SUITE, ext="json").decode())
         outcomes = validate(frame, suite, batch=batch)
         yield from check_results(outcomes, batch=batch, rows=len(frame))
-        stop_if_blocked(spec.name, batch, outcomes)
+        stop_if_blocked(spec.name, batch, outcomes, landed=landed, kept=validated_version(lake, spec.name, batch))
         for outcome in outcomes:
             if not outcome.success:
                 context.log.warning("%s", outcome.message)
-        lake.write_frame(spec.name, Asset.VALIDATED_BATCH, frame, batch)
-        yield validated_result(frame, outcomes, lake.uri(spec.name, Asset.VALIDATED_BATCH, batch))
+        # The content version travels in the file itself, so features and training can never
+        # attribute these rows to another version.
+        lake.write_frame(spec.name, Asset.VALIDATED_BATCH, frame, batch, tags={Meta.CONTENT_VERSION: version})
+        yield validated_result(frame, outcomes, lake.uri(spec.name, Asset.VALIDATED_BATCH, batch), version=version)
 
     return [validation_suite, validated_batch]
 
@@ -136,21 +144,48 @@ def check_results(outcomes: "Sequence[Outcome]", *, batch: str, rows: int) -> It
         )
 
 
-def stop_if_blocked(name: str, batch: str, outcomes: "Sequence[Outcome]") -> None:
-    """Fails the step, before anything is written, when an error-severity expectation failed."""
+def validated_version(lake: Lake, name: str, batch: str) -> str | None:
+    """The raw content version the batch's current validated data came from (None: the batch has
+    none, or it was validated before content versions were recorded)."""
+    if not lake.exists(name, Asset.VALIDATED_BATCH, batch):
+        return None
+    return lake.frame_tags(name, Asset.VALIDATED_BATCH, batch).get(Meta.CONTENT_VERSION)
+
+
+def stop_if_blocked(
+    name: str,
+    batch: str,
+    outcomes: "Sequence[Outcome]",
+    *,
+    landed: "RawVersion | None" = None,
+    kept: str | None = None,
+) -> None:
+    """Fails the step, before anything is written, when an error-severity expectation failed;
+    the message names the landed file and version, and the version downstream keeps reading."""
     blocking = [o for o in outcomes if o.blocking_failure]
     if blocking:
+        source = f" ({landed.origin}, content version {landed.content_version})" if landed else ""
+        keeps = (
+            f"; downstream keeps content version {kept}" if kept else "; downstream keeps its earlier outputs, if any"
+        )
         raise dg.Failure(
-            description=f"{name} batch {batch} failed validation; nothing was written:\n"
+            description=f"{name} batch {batch}{source} failed validation; nothing was written{keeps}:\n"
             + "\n".join(f"- {o.message}" for o in blocking),
-            metadata={"failed_checks": dg.MetadataValue.json([o.expectation.check for o in blocking])},
+            metadata={
+                "failed_checks": dg.MetadataValue.json([o.expectation.check for o in blocking]),
+                **({"file": landed.origin, Meta.CONTENT_VERSION: landed.content_version} if landed else {}),
+                **({"kept_content_version": kept} if kept else {}),
+            },
         )
 
 
-def validated_result(frame: "pd.DataFrame", outcomes: "Sequence[Outcome]", path: str) -> dg.MaterializeResult:
+def validated_result(
+    frame: "pd.DataFrame", outcomes: "Sequence[Outcome]", path: str, *, version: str
+) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
+            Meta.CONTENT_VERSION: version,
             Meta.EXPECTATIONS_PASSED: sum(o.success for o in outcomes),
             Meta.EXPECTATIONS_TOTAL: len(outcomes),
             "path": dg.MetadataValue.path(path),
@@ -159,16 +194,24 @@ def validated_result(frame: "pd.DataFrame", outcomes: "Sequence[Outcome]", path:
 
 
 def _observed_metadata(value: object) -> dg.MetadataValue:
+    """What the expectation observed, as a bounded sample: values come from the data (unexpected
+    values, a file's column names), and the event log keeps every check result."""
+    from mlops_assets.untrusted import bounded
+
     if isinstance(value, list | tuple | dict):
         return dg.MetadataValue.json(_jsonable(value))
-    return dg.MetadataValue.text("" if value is None else str(value))
+    return dg.MetadataValue.text("" if value is None else str(bounded(value)))
 
 
-def _jsonable(value: object) -> object:
+def _jsonable(value: object, depth: int = 0) -> object:
+    from mlops_assets.untrusted import SAMPLE_VALUES, bounded
+
     if value is None or isinstance(value, str | int | float | bool):
-        return value
+        return bounded(value)
+    if depth > 2:
+        return bounded(str(value))
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in list(value)[:SAMPLE_VALUES]]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return str(value)
+        return {str(bounded(k)): _jsonable(v, depth + 1) for k, v in list(value.items())[:SAMPLE_VALUES]}
+    return bounded(str(value))

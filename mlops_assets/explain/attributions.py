@@ -86,7 +86,9 @@ def render_importance(importance: dict[str, float] | None, *, markdown: bool = F
         return "Global importance: not recorded for this version (trained before explanations existed)"
     ranked = sorted(importance.items(), key=lambda kv: -kv[1])
     if markdown:
-        rows = "\n".join(f"| {i} | `{c}` | {v:.4f} |" for i, (c, v) in enumerate(ranked, 1))
+        from mlops_assets.untrusted import md_code
+
+        rows = "\n".join(f"| {i} | {md_code(c)} | {v:.4f} |" for i, (c, v) in enumerate(ranked, 1))
         return (
             "## Global importance\n\nMean absolute contribution to the raw output on the training rows.\n\n"
             f"| rank | column | mean abs contribution |\n|---|---|---|\n{rows}\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlops_assets.records import BatchValidation, Lineage, PredictionsSubject, PromotionRecord, TrainingBatch
+from mlops_assets.untrusted import md, md_code
 
 
 def _fmt(value: object, digits: int = 4) -> str:
@@ -131,11 +132,16 @@ def _card_validation(validation: BatchValidation | None) -> str:
         return "unknown"
     if validation.ok:
         return f"ok ({validation.passed}/{validation.total}, {validation.validated_at})"
-    return f"**not validated**: {validation.detail}"
+    return f"**not validated**: {md(validation.detail)}"
 
 
 def render_model_card(doc: Lineage) -> str:
-    """A model card (markdown) for the version in ``doc`` (built by ``explain(version=...)``)."""
+    """A model card (markdown) for the version in ``doc`` (built by ``explain(version=...)``).
+
+    Every text that can come from the data or a person (column names, validation details with
+    their example values, gate details with group values, reasons, notes) is escaped by
+    ``mlops_assets.untrusted``: opening the card can never run what a landed file held.
+    """
     model, v, data = doc.model, doc.version, doc.training_data
     out = [
         f"# Model card: {model} version {v.version}",
@@ -145,7 +151,7 @@ def render_model_card(doc: Lineage) -> str:
         f"- **Registered**: {v.registered_at} by Dagster run `{v.training_dagster_run_id}`",
         f"- **Code version**: `{v.code_version}`; **training fingerprint**: `{v.training_fingerprint}`",
         f"- **Aliases now**: {', '.join(v.aliases) or 'none'} (champion now: version {doc.champion_now or 'none'})",
-        f"- **Inputs (signature)**: {', '.join(f'`{s}`' for s in v.signature_inputs) or '**none**'}",
+        f"- **Inputs (signature)**: {', '.join(md_code(s) for s in v.signature_inputs) or '**none**'}",
         "",
         "## Training data",
         "",
@@ -154,7 +160,7 @@ def render_model_card(doc: Lineage) -> str:
     ]
     for b in data.batches:
         drift = "not scored" if b.drift is None else _fmt(b.drift.drifted_share, 2)
-        out.append(f"| {b.batch} | `{b.fingerprint}` | {_card_validation(b.validation)} | {drift} |")
+        out.append(f"| {md(b.batch)} | `{b.fingerprint}` | {_card_validation(b.validation)} | {drift} |")
     out += ["", f"{_dash(data.train_rows)} training rows, {_dash(data.holdout_rows)} holdout rows.", ""]
     record = doc.decision
     out += ["## Evaluation and gates", ""]
@@ -164,23 +170,23 @@ def render_model_card(doc: Lineage) -> str:
         out += ["| metric | this version | champion at decision |", "|---|---|---|"]
         out += [f"| {m} | {c} | {b} |" for m, c, b in _metrics_rows(record)]
         out += ["", "| gate | passed | detail |", "|---|---|---|"]
-        out += [f"| {g.gate} | {'yes' if g.passed else '**no**'} | {g.detail} |" for g in record.decision.gates]
+        out += [f"| {g.gate} | {'yes' if g.passed else '**no**'} | {md(g.detail)} |" for g in record.decision.gates]
         out += [
             "",
             f"**Decision** ({record.at}, run `{record.dagster_run_id}`): "
             + f"{record.outcome}: "
-            + "; ".join(record.decision.reasons),
+            + "; ".join(md(r) for r in record.decision.reasons),
         ]
     out += ["", "## Champion history", ""]
     if not doc.champion_history:
         out.append("Never champion.")
     for m in doc.champion_history:
-        by = f"run `{m.dagster_run_id}`" if m.dagster_run_id else m.actor
+        by = f"run `{m.dagster_run_id}`" if m.dagster_run_id else md(m.actor)
         out.append(
             f"- {m.at[:19]}: {m.kind} {m.from_version or '(none)'} → {m.to_version} by {by}"
             + (" **(override)**" if m.override else "")
-            + (f": {m.reason}" if m.reason else "")
+            + (f": {md(m.reason)}" if m.reason else "")
         )
     for note in doc.notes:
-        out += ["", f"> Note: {note}"]
+        out += ["", f"> Note: {md(note)}"]
     return "\n".join(out) + "\n"

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mlops_assets.batches import batch_key, batch_sort_key, sorted_batches
-from mlops_assets.spec import PipelineSpec, SourceSpec, SpecError
+from mlops_assets.spec import LimitsSpec, PipelineSpec, SourceSpec, SpecError
+from mlops_assets.untrusted import bounded, shown
 
 if TYPE_CHECKING:
     import numpy as np
@@ -115,20 +116,41 @@ def open_regular_file(path: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def read_landed_file(path: str, *, batch: str, batch_column: str | None) -> pd.DataFrame:
-    """A batch file from the landing folder, checked to hold only that batch.
+def read_landed_file(
+    path: str, *, batch: str, batch_column: str | None, limits: LimitsSpec | None = None
+) -> pd.DataFrame:
+    """A batch file from the landing folder, held to the spec's ``limits`` (before it is decoded
+    where the format allows, see ``ml.limits``) and checked to hold only that batch.
 
     Raises:
+        LimitExceeded: the file is over a limit; names the file, the limit and the value.
         ValueError: the file cannot be parsed, is empty of columns, or holds other batches; the
             message names the file and why.
     """
+    import os
+
     import pandas as pd
 
+    from mlops_assets.ml import limits as cost
+
+    limits = limits or LimitsSpec()
     with open_regular_file(path) as f:
+        cost.check_file_size(path, os.fstat(f.fileno()).st_size, limits)
         try:
-            frame = pd.read_csv(f) if path.endswith(".csv") else pd.read_parquet(f)
+            if path.endswith(".csv"):
+                cost.check_csv_head(f, path, limits)
+                # One row more than allowed tells a file over the limit without reading it all.
+                frame = pd.read_csv(f, nrows=limits.max_rows + 1)
+            else:
+                cost.check_parquet(f, path, limits)
+                frame = pd.read_parquet(f)
+        except cost.LimitExceeded:
+            raise
         except (ValueError, OSError) as e:  # pandas' and pyarrow's parser errors derive from these
-            raise ValueError(f"landing file {path}: cannot be read as {path.rsplit('.', 1)[-1]}: {e}") from e
+            raise ValueError(
+                f"landing file {path}: cannot be read as {path.rsplit('.', 1)[-1]}: {bounded(str(e), 500)}"
+            ) from e
+    cost.check_frame(frame, path, limits)
     if batch_column is not None:
         if batch_column not in frame.columns:
             frame[batch_column] = batch
@@ -136,7 +158,8 @@ def read_landed_file(path: str, *, batch: str, batch_column: str | None) -> pd.D
             found = sorted({batch_key(v) for v in frame[batch_column].dropna()})
             if found and found != [batch]:
                 raise ValueError(
-                    f"landing file {path}: column {batch_column!r} holds batches {found[:5]}, "
+                    f"landing file {path}: column {batch_column!r} holds batches "
+                    f"[{', '.join(shown(b, 40) for b in found[:5])}], "
                     f"but the file name says batch {batch}"
                 )
     return frame

@@ -18,12 +18,17 @@ DECISION_THRESHOLD = 0.5
 
 @dataclass(frozen=True)
 class GroupFairness:
-    """Fairness of predictions across the groups of one sensitive feature."""
+    """Fairness of predictions across the groups of one sensitive feature.
+
+    The gaps are over the groups of at least the minimum size only; ``too_small`` lists the
+    others (group -> rows). None when fewer than two groups are large enough to compare.
+    """
 
     feature: str
-    demographic_parity_difference: float
+    demographic_parity_difference: float | None
     equalized_odds_difference: float | None
     by_group: dict[str, dict[str, float | None]]
+    too_small: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,23 @@ class Evaluation:
         """The largest gap of one kind over all sensitive features (None when none is defined)."""
         values = [getattr(f, gap) for f in self.fairness if getattr(f, gap) is not None]
         return max(values) if values else None
+
+    def too_small(self) -> list[dict[str, Any]]:
+        """The groups left out of the gaps, as ``{"feature", "group", "rows"}`` rows."""
+        return [
+            {"feature": f.feature, "group": group, "rows": rows}
+            for f in self.fairness
+            for group, rows in f.too_small.items()
+        ]
+
+    def too_small_note(self) -> str:
+        """``; not counted, under N rows: gender=x (3)``, or empty when every group counted."""
+        small = self.too_small()
+        if not small:
+            return ""
+        shown = ", ".join(f"{g['feature']}={g['group']} ({g['rows']})" for g in small[:10])
+        more = f" and {len(small) - 10} more" if len(small) > 10 else ""
+        return f"; groups too small to count: {shown}{more}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,8 +122,15 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray) -> tuple[dict[str, 
     return metrics, notes
 
 
-def group_fairness(y: np.ndarray, predicted: np.ndarray, groups: pd.Series) -> GroupFairness:
-    """fairlearn's MetricFrame by group, with demographic parity and equalized odds differences."""
+def group_fairness(
+    y: np.ndarray, predicted: np.ndarray, groups: pd.Series, *, min_group_size: int = 1
+) -> GroupFairness:
+    """fairlearn's MetricFrame by group, with demographic parity and equalized odds differences.
+
+    Every group is in ``by_group``; the gaps compare only groups of at least ``min_group_size``
+    rows, since a rate over three rows is noise: a handful of rows with a new or missing value
+    would otherwise make the gap about 0.9, fail the fairness checks and block promotion.
+    """
     import numpy as np
     from fairlearn.metrics import (
         MetricFrame,
@@ -130,21 +159,35 @@ def group_fairness(y: np.ndarray, predicted: np.ndarray, groups: pd.Series) -> G
         str(group): {k: (None if v is None or np.isnan(v) else float(v)) for k, v in row.items()}
         for group, row in frame.by_group.to_dict(orient="index").items()
     }
-    both_classes_everywhere = all(len(np.unique(y[(groups == g).to_numpy()])) == 2 for g in groups.unique())
+    sizes = groups.value_counts()
+    too_small = {str(g): int(n) for g, n in sizes.items() if n < min_group_size}
+    keep = (~groups.isin(list(too_small))).to_numpy()
+    kept_y, kept_pred, kept_groups = y[keep], predicted[keep], groups[keep]
+    comparable = kept_groups.nunique() >= 2
+    both_classes_everywhere = comparable and all(
+        len(np.unique(kept_y[(kept_groups == g).to_numpy()])) == 2 for g in kept_groups.unique()
+    )
     return GroupFairness(
         feature=str(groups.name),
-        demographic_parity_difference=float(demographic_parity_difference(y, predicted, sensitive_features=groups)),
+        demographic_parity_difference=(
+            float(demographic_parity_difference(kept_y, kept_pred, sensitive_features=kept_groups))
+            if comparable
+            else None
+        ),
         equalized_odds_difference=(
-            float(equalized_odds_difference(y, predicted, sensitive_features=groups))
+            float(equalized_odds_difference(kept_y, kept_pred, sensitive_features=kept_groups))
             if both_classes_everywhere
             else None
         ),
         by_group=by_group,
+        too_small=dict(sorted(too_small.items())),
     )
 
 
-def evaluate(y: np.ndarray, proba: np.ndarray, sensitive: pd.DataFrame) -> Evaluation:
-    """Metrics and per-group fairness of positive-class scores ``proba`` against labels ``y``.
+def evaluate(y: np.ndarray, proba: np.ndarray, sensitive: pd.DataFrame, *, min_group_size: int = 1) -> Evaluation:
+    """Metrics and per-group fairness of positive-class scores ``proba`` against labels ``y``;
+    groups under ``min_group_size`` rows (the spec's ``gates.min_group_size``; 1 counts every
+    group) are reported as too small and left out of the gaps.
 
     Raises:
         ValueError: no rows, or labels and scores of different lengths.
@@ -157,7 +200,10 @@ def evaluate(y: np.ndarray, proba: np.ndarray, sensitive: pd.DataFrame) -> Evalu
         raise ValueError(f"evaluation needs labelled rows: got {len(y)} labels and {len(proba)} scores")
     metrics, notes = classification_metrics(y, proba)
     predicted = (proba >= DECISION_THRESHOLD).astype(int)
-    fairness = [group_fairness(y, predicted, sensitive[c].reset_index(drop=True)) for c in sensitive.columns]
+    fairness = [
+        group_fairness(y, predicted, sensitive[c].reset_index(drop=True), min_group_size=min_group_size)
+        for c in sensitive.columns
+    ]
     return Evaluation(
         metrics=metrics,
         rows=int(len(y)),

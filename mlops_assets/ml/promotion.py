@@ -98,18 +98,20 @@ def _regression_gate(metric: str, cand: float | None, champ: float | None, allow
     )
 
 
-def _fairness_gate(name: str, gap: float | None, limit: float | None) -> GateResult | None:
+def _fairness_gate(name: str, gap: float | None, limit: float | None, note: str = "") -> GateResult | None:
     if limit is None:
         return None
     if gap is None:
-        return GateResult(f"max_{name}", None, limit, True, f"{name} undefined (no sensitive groups)")
+        return GateResult(
+            f"max_{name}", None, limit, True, f"{name} undefined (fewer than two sensitive groups to compare){note}"
+        )
     passed = gap <= limit
     return GateResult(
         f"max_{name}",
         gap,
         limit,
         passed,
-        f"{name} {gap:.4f} {'within' if passed else 'exceeds'} limit {limit:.4f}",
+        f"{name} {gap:.4f} {'within' if passed else 'exceeds'} limit {limit:.4f}{note}",
     )
 
 
@@ -166,7 +168,7 @@ def decide(
     results = [_signature_gate(has_signature), _training_data_gate(training_data)]
     results += [_floor_gate(m, candidate.metrics.get(m), limit) for m, limit in gates.min_metrics.items()]
     for name, limit in Fairness.limits(gates).items():
-        gate = _fairness_gate(name, candidate.worst(name), limit)
+        gate = _fairness_gate(name, candidate.worst(name), limit, candidate.too_small_note())
         if gate is not None:
             results.append(gate)
     deltas: dict[str, float | None] = {}

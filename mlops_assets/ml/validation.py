@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mlops_assets.ml.data import ResolvedColumns
 from mlops_assets.spec import PipelineSpec
+from mlops_assets.untrusted import shown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -347,8 +348,8 @@ def _message(e: Expectation, success: bool, res: dict[str, Any], batch: str, err
     count, total = res.get("unexpected_count"), res.get("element_count")
     if count is not None and total:
         share = count / total if total else math.nan
-        examples = res.get("partial_unexpected_list", [])[:3]
+        examples = ", ".join(shown(v, 80) for v in res.get("partial_unexpected_list", [])[:3])
         return f"{where}: {e.check} failed: {count} of {total} rows ({share:.1%}) unexpected" + (
-            f", e.g. {examples}" if examples else ""
+            f", e.g. [{examples}]" if examples else ""
         )
-    return f"{where}: {e.check} failed (observed {res.get('observed_value')!r})"
+    return f"{where}: {e.check} failed (observed {shown(res.get('observed_value'))})"

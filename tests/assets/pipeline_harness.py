@@ -3,13 +3,15 @@ MLflow on a SQLite file."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from mlops_assets.contract import Asset, Meta, op_name, partitions_name, training_file
+from mlops_assets.contract import Asset, Job, Meta, Sensor, op_name, partitions_name, training_file
 from mlops_assets.definitions import build_definitions
 from resources.settings import Settings
 
@@ -31,6 +33,7 @@ class Harness:
         self.instance = instance or dg.DagsterInstance.ephemeral()
         self.name = name
         self.resources = dict(self.defs.resources)  # tests swap a resource without touching the definitions
+        self.landing_cursor: str | None = None
 
     def key(self, noun: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, noun])
@@ -59,6 +62,53 @@ class Harness:
         """A file of the latest training window (``TrainingFile.TRAIN`` or ``HOLDOUT``)."""
         fingerprint = self.metadata(Asset.TRAINING_DATASET)[Meta.TRAINING_FINGERPRINT]
         return self.resources["lake"].read_frame(self.name, Asset.TRAINING_DATASET, training_file(fingerprint, file))
+
+    def tick_landing(self) -> list[dg.RunRequest]:
+        """One tick of the real landing sensor with every landed file settled (its cursor kept
+        between ticks, as the daemon keeps it); registers the partitions it adds."""
+        old = time.time() - 120
+        for path in self.resources["landing"].folder(self.name).iterdir():
+            if path.stat().st_mtime > old + 60:  # only files not settled yet: an older one is unchanged
+                os.utime(path, (old, old))
+        sensor = self.defs.get_sensor_def(Sensor.landing(self.name))
+        context = dg.build_sensor_context(
+            instance=self.instance, resources=self.resources, definitions=self.defs, cursor=self.landing_cursor
+        )
+        data = sensor(context)
+        self.landing_cursor = data.cursor
+        for add in data.dynamic_partitions_requests:
+            self.instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
+        return list(data.run_requests)
+
+    def run_score_job(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        """The landing sensor's run request, executed by the real score job (with the definitions'
+        resources: a resource swapped in ``resources`` is not used here)."""
+        job = self.defs.resolve_job_def(Job.score_batch(self.name))
+        return job.execute_in_process(
+            instance=self.instance,
+            partition_key=request.partition_key,
+            tags=request.tags,
+            raise_on_error=False,
+        )
+
+    def raw_frame(self, batch: str) -> pd.DataFrame:
+        """The batch's landed raw content version, as ``validated_batch`` reads it."""
+        from mlops_assets.assets.ingestion import landed_version
+        from mlops_assets.contract import raw_version_file
+
+        landed = landed_version(self.resources["lake"], self.name, batch)
+        assert landed is not None, f"batch {batch} was never landed"
+        return self.resources["lake"].read_frame(
+            self.name, Asset.RAW_BATCH, raw_version_file(batch, landed.content_version)
+        )
+
+    def store_raw(self, batch: str, frame: pd.DataFrame, origin: str = "the test") -> str:
+        """Stores ``frame`` as a new landed raw version of ``batch`` the way ``raw_batch`` does;
+        returns its content version."""
+        from mlops_assets.assets.ingestion import store_raw_version
+
+        landed, _ = store_raw_version(self.resources["lake"], self.name, batch, frame, origin)
+        return landed.content_version
 
     def failure_message(self, result: dg.ExecuteInProcessResult) -> str:
         return "\n".join(

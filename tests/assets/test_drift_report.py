@@ -113,12 +113,12 @@ def test_the_report_job_renders_on_demand_without_rerunning_the_checks(scored_pi
     assert latest.run_id == materialized_by
 
 
-def test_the_report_job_names_a_batch_that_was_never_scored(scored_pipeline: Harness) -> None:
+def test_the_report_job_names_a_batch_that_was_never_drift_checked(scored_pipeline: Harness) -> None:
     h = scored_pipeline
     job = h.defs.resolve_job_def(Job.drift_report(NAME))
     result = job.execute_in_process(instance=h.instance, partition_key="1975", raise_on_error=False)
     assert not result.success
-    assert "batch 1975 has not been scored" in h.failure_message(result)
+    assert "batch 1975 has not been drift-checked" in h.failure_message(result)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.contract import TrainingFile
+from mlops_assets.contract import DRIFT_CHECK, Meta, TrainingFile
 from resources.registry import CHALLENGER, CHAMPION
 from tests.assets.pipeline_harness import Harness
 from tests.conftest import WriteSpec, gss, gss_spec
@@ -49,16 +49,17 @@ def test_history_produces_a_registered_champion(harness: Harness) -> None:
     assert model["reused_existing_version"] is False
     dataset = harness.metadata("training_dataset")
     assert dataset["train_rows"] + dataset["holdout_rows"] == sum(
-        harness.metadata("features", b)["dagster/row_count"] for b in ("1974", "1975", "1976")
+        harness.metadata("features", b)["labelled_rows"] for b in ("1974", "1975", "1976")
     )
 
 
-def test_rows_without_label_are_dropped_and_counted(harness: Harness) -> None:
+def test_rows_without_label_are_kept_for_scoring_and_counted(harness: Harness) -> None:
     raw = gss()
     raw_1974 = raw[raw["year"] == 1974]
     meta = harness.metadata("features", "1974")
-    assert meta["rows_without_label_dropped"] == int(raw_1974["realrinc"].isna().sum())
-    assert meta["dagster/row_count"] == int(raw_1974["realrinc"].notna().sum())
+    assert meta["rows_without_label"] == int(raw_1974["realrinc"].isna().sum()) > 0
+    assert meta["labelled_rows"] == int(raw_1974["realrinc"].notna().sum())
+    assert meta["dagster/row_count"] == len(raw_1974)
 
 
 def test_a_production_batch_is_scored_by_the_champion_and_drift_checked(harness: Harness) -> None:
@@ -127,16 +128,17 @@ def test_a_bad_batch_is_stopped_and_loses_nothing(harness: Harness, damage, frag
     kept = {a: store.read_bytes(NAME, a, batch, "parquet") for a in ("validated_batch", "features", "predictions")}
     champion = registry(harness).by_alias(NAME, CHAMPION)
 
-    original = store.read_frame(NAME, "raw_batch", batch)
-    store.write_frame(NAME, "raw_batch", damage(original), batch)
+    original = harness.raw_frame(batch)
+    harness.store_raw(batch, damage(original))
     try:
         result = harness.materialize(["validated_batch", "features", "predictions"], batch)
     finally:
-        store.write_frame(NAME, "raw_batch", original, batch)
+        harness.store_raw(batch, original)
 
     assert not result.success
     message = harness.failure_message(result)
-    assert f"batch {batch} failed validation; nothing was written" in message
+    assert f"batch {batch} (the test, content version " in message
+    assert "failed validation; nothing was written; downstream keeps content version " in message
     assert fragment in message
     assert not [e for e in result.get_asset_materialization_events()]
     for asset, data in kept.items():
@@ -161,11 +163,21 @@ def test_a_candidate_below_the_floor_never_becomes_champion(
     reg = h.resources["registry"]
     assert reg.by_alias(NAME, CHAMPION) is None
     assert reg.by_alias(NAME, CHALLENGER) is not None
-    for b in ("2010",):
-        assert h.materialize(["raw_batch", "validated_batch", "features"], b).success
-        scored = h.materialize(["predictions"], b)
-        assert not scored.success
-        assert "no version is champion yet, so batch 2010 cannot be scored" in h.failure_message(scored)
+    assert h.materialize(["raw_batch", "validated_batch", "features"], "2010").success
+    # Scoring and the drift check in one run, as the score job runs them: scoring fails, the
+    # drift check runs all the same, against the newest version's training data.
+    scored = h.materialize(["predictions", "drift_report"], "2010")
+    assert not scored.success
+    assert "no version is champion yet, so batch 2010 cannot be scored" in h.failure_message(scored)
+    drift_checks = [e for e in scored.get_asset_check_evaluations() if e.asset_key == h.key("drift_report")]
+    assert [e.check_name for e in drift_checks].count(DRIFT_CHECK) == 1
+    (verdict,) = [e for e in drift_checks if e.check_name == DRIFT_CHECK]
+    assert verdict.passed is False, "2010 drifts from the 1970s"
+    newest = reg.by_alias(NAME, CHALLENGER).version
+    drift = h.metadata("drift_report", "2010")
+    assert drift[Meta.MODEL_VERSION] == newest
+    assert drift[Meta.DRIFT_REFERENCE].startswith(f"no version is champion yet: drift against version {newest}'s")
+    assert not h.resources["lake"].exists(NAME, "predictions", "2010", "parquet")
 
 
 def test_registered_model_loads_only_through_the_allow_list(harness: Harness) -> None:

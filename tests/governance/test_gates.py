@@ -77,10 +77,10 @@ def test_a_candidate_worse_than_the_champion_is_never_promoted(governed: Governe
 
 
 def test_training_data_that_later_failed_validation_is_never_promoted(governed: Governed, candidate: str) -> None:
-    h, lake = governed.harness, governed.lake
+    h = governed.harness
     champion = governed.champion()
-    good = lake.read_frame(NAME, "raw_batch", "2010")
-    lake.write_frame(NAME, "raw_batch", good.assign(age=good["age"].astype(str)), "2010")
+    good = h.raw_frame("2010")
+    h.store_raw("2010", good.assign(age=good["age"].astype(str)))
     try:
         assert not h.materialize(["validated_batch"], "2010").success
         result = retrain(h)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
+import yaml
 from dagster_k8s import K8sRunLauncher
 from dagster_postgres.utils import get_conn_string
 from sqlalchemy.engine import make_url
@@ -18,12 +20,14 @@ from sqlalchemy.engine import make_url
 from mlops_assets.definitions import build_definitions
 from resources.settings import Settings, build_resources
 from tests.k8s import (
+    DEPLOY,
     DOCKERFILE,
     KUBECONFIG,
     MODEL,
     ROOT,
     VALUES_FILE,
     code_deployment,
+    image_of,
     instance_config,
     load_values,
     write_pipeline,
@@ -348,3 +352,103 @@ def test_dockerignore_lets_in_what_the_dockerfile_copies() -> None:
     copied = [src for op, a in dockerfile_instructions() if op == "COPY" for src in shlex.split(a)[:-1]]
     assert copied and all((ROOT / src).exists() and sent(src) for src in copied), copied
     assert not sent(".venv") and not sent(".mlops") and not sent(".env")
+
+
+SERVE_FILE = DEPLOY / "k8s" / "serve.yaml"
+
+
+def serve_manifests() -> dict[str, dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(SERVE_FILE.read_text()) if d]
+    return {d["kind"]: d for d in docs}
+
+
+def test_the_serve_deployment_runs_a_real_mlops_serve_behind_its_probes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlops_assets.cli as cli
+    from mlops_assets.contract import SERVE_HEALTH_PATH, serve_service
+    from mlops_assets.serving.server import ServeError, bearer_token
+    from mlops_assets.spec import load_specs
+
+    manifests = serve_manifests()
+    assert sorted(manifests) == ["Deployment", "Service"]
+    deployment, service = manifests["Deployment"], manifests["Service"]
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    command = container["command"]
+
+    # The command is what the real CLI parses as `mlops serve <model> --host --port`.
+    served = []
+    monkeypatch.setattr(cli, "serve_command", lambda settings, spec, host, port: served.append((spec, host, port)) or 0)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.delenv("MLOPS_PIPELINES", raising=False)
+    monkeypatch.delenv("MLOPS_ENV", raising=False)
+    assert command[0] == "mlops" and command[1] == "serve"
+    assert cli.main(command[1:]) == 0
+    ((spec, host, port),) = served
+    (shipped,) = load_specs(None)
+    assert spec.name == shipped.name
+    assert host == "0.0.0.0", "bound beyond loopback: the Service reaches it"
+
+    # Probes and the Service hit the port the server listens on and the path it serves.
+    (http,) = container["ports"]
+    assert http["containerPort"] == port
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == SERVE_HEALTH_PATH, probe
+        assert get["port"] in (http["name"], port), probe
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["targetPort"] in (http["name"], port)
+    assert deployment["metadata"]["name"] == service["metadata"]["name"] == serve_service(shipped.name)
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert service["spec"]["selector"].items() <= labels.items()
+
+    # Replicas each follow the alias: nothing pins a version.
+    assert deployment["spec"]["replicas"] >= 2
+    assert not [e for e in container["env"] if "VERSION" in e["name"]]
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+    # The token comes from a Secret through the variable the server reads; without it a
+    # non-loopback bind refuses to start.
+    env = {e["name"]: e for e in container["env"]}
+    token = env[shipped.serving.token_env]["valueFrom"]["secretKeyRef"]
+    assert token["name"] and token["key"]
+    assert bearer_token(host, shipped.serving.token_env, {shipped.serving.token_env: "t"}) == "t"
+    with pytest.raises(ServeError):
+        bearer_token(host, shipped.serving.token_env, {})
+    assert [s["secretRef"]["name"] for s in container["envFrom"]] == [
+        s["name"] for s in code_deployment(load_values())["envSecrets"]
+    ]
+
+    # The image of the Helm values, resources set, non-root like the chart's pods.
+    assert container["image"] == image_of(code_deployment(load_values()))
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+    assert "memory" in container["resources"]["limits"]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    # The request log lands files in the landing folder: a mounted volume, named by MLOPS_LANDING_DIR.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert env["MLOPS_LANDING_DIR"]["value"] in mounts.values()
+    (landing,) = [n for n, path in mounts.items() if path == env["MLOPS_LANDING_DIR"]["value"]]
+    assert "persistentVolumeClaim" in volumes[landing]
+
+
+def test_the_code_server_and_run_pods_mount_the_landing_folder_the_replicas_land_in() -> None:
+    """The landing sensor runs in the code server and raw_batch in run pods (which get the code
+    server's volumes): both see the claim the serve replicas write their request logs to, at the
+    path the replicas name as MLOPS_LANDING_DIR, which the Secret must then hold too."""
+    pod = serve_manifests()["Deployment"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    landing_dir = {e["name"]: e for e in container["env"]}["MLOPS_LANDING_DIR"]["value"]
+    (serve_mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == landing_dir]
+    claim = {v["name"]: v for v in pod["spec"]["volumes"]}[serve_mount["name"]]["persistentVolumeClaim"]["claimName"]
+
+    deployment = code_deployment(load_values())
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True, "run pods get the volumes"
+    volumes = [v for v in deployment["volumes"] if "persistentVolumeClaim" in v]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in volumes}
+    mounted = [m for m in deployment["volumeMounts"] if claims.get(m["name"]) == claim]
+    assert [m["mountPath"] for m in mounted] == [landing_dir]
+    secret_doc = VALUES_FILE.read_text().split("---")[0]
+    assert f"MLOPS_LANDING_DIR\n#                               ({landing_dir}" in secret_doc

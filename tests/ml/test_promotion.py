@@ -154,3 +154,26 @@ def test_an_override_of_a_passing_candidate_changes_nothing() -> None:
 def test_an_override_needs_a_reason(reason: str) -> None:
     with pytest.raises(ValueError, match="override needs a non-empty reason"):
         run(ev(0.60), None, override_reason=reason)
+
+
+def test_three_rows_of_a_new_gender_do_not_block_promotion() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from mlops_assets.ml.evaluation import evaluate
+
+    predicted_positive = np.r_[np.arange(100) < 5, np.arange(100) < 5, [True] * 3]
+    y = np.tile([0, 1], 102)[:203]
+    gender = pd.DataFrame({"gender": ["m"] * 100 + ["f"] * 100 + [None] * 3})
+    proba = np.where(predicted_positive, 0.9, 0.1)
+    gates = GatesSpec(min_metrics={}, max_regression={}, max_demographic_parity_difference=0.2)
+
+    def gate(min_group_size: int):  # noqa: ANN202
+        candidate = evaluate(y, proba, gender, min_group_size=min_group_size)
+        decision = run(candidate, None, gates=gates)
+        return next(g for g in decision.gates if g.gate == "max_demographic_parity_difference")
+
+    assert not gate(1).passed  # every group counted: the three rows make the gap 0.95
+    small = gate(gates.min_group_size)
+    assert small.passed and small.value == pytest.approx(0.0)
+    assert "groups too small to count: gender=missing (3)" in small.detail

@@ -172,7 +172,8 @@ def test_monitoring_flags_decide_which_checks_retrain(
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(gss_spec(h.spec_source, gates=gates, monitoring=monitoring)))  # type: ignore[attr-defined]
     variant = Harness(h.root / "home", tmp_path, NAME, instance=h.instance)  # type: ignore[attr-defined]
     names = {s.name.removeprefix(f"{NAME}_") for s in variant.defs.sensors}
-    retrain_sensors = names - {"landing_sensor", "check_alert_sensor", "run_watchdog_sensor"}
+    # The drift report sensor renders HTML reports; it starts no retrain.
+    retrain_sensors = names - {"landing_sensor", "check_alert_sensor", "run_watchdog_sensor", "drift_report_sensor"}
     assert retrain_sensors == set(expected)
     requested = {}
     for name in sorted(retrain_sensors):
@@ -186,8 +187,9 @@ def test_monitoring_flags_decide_which_checks_retrain(
         requested[name] = [a for i, a in enumerate(asked) if keys[i] not in keys[:i]]
     assert requested == expected
     alerts = tick(variant, sensor(variant, "check_alert_sensor"), None, alerts=AlertSink())
-    # 28 validation checks on each of four batches, the drift check and two fairness checks.
-    assert alerts.skip_message == "sent 2 alert(s) for 115 new check result(s)"
+    # 28 validation checks and the re-landing check on each of four batches, the drift check and
+    # two fairness checks.
+    assert alerts.skip_message == "sent 2 alert(s) for 119 new check result(s)"
 
 
 def test_process_alive_tells_a_running_worker_from_a_dead_or_reused_pid() -> None:
