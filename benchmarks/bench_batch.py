@@ -103,7 +103,7 @@ def prepare(home: Path) -> tuple[dict[str, str], dg.Definitions, dg.DagsterInsta
     materialize((Asset.TRAINING_DATASET, Asset.MODEL, Asset.EVALUATION, Asset.PROMOTION))
     landing = defs.resources["landing"].folder(MODEL)
     landing.mkdir(parents=True, exist_ok=True)
-    later = _later_batches(spec, read_source_files(spec.source), known=set(known))
+    later, _refused = _later_batches(spec, read_source_files(spec.source), known=set(known))
     for batch, frame in later:
         frame.to_parquet(landing / f"{batch}.parquet", index=False)
     batches = [b for b, _ in later]

@@ -10,6 +10,7 @@ Each job lives in its own module; this class only wires them to one store:
 | ``versions`` | reads of registered versions (by alias, number, fingerprint)                |
 | ``champion`` | the champion's compare-and-set, its history and rollback planning           |
 | ``loading``  | safe loading, the verified disk cache and the in-process memo               |
+| ``store_reads`` | a scoring run's reads from a local SQLite store, without importing MLflow |
 | ``locks``    | the file lock and the PostgreSQL advisory lock                              |
 | ``errors``   | what the registry raises; telling an outage from a refusal                  |
 """
@@ -26,7 +27,7 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets import contract
-from resources.registry import champion, loading, tracking, versions
+from resources.registry import champion, loading, store_reads, tracking, versions
 from resources.registry.champion import ChampionMove
 from resources.registry.locks import champion_lock
 from resources.registry.versions import RegisteredModel
@@ -134,6 +135,15 @@ class MlflowRegistry(dg.ConfigurableResource):
         return versions.get(client, name, version)
 
     def run_artifact(self, run_id: str, path: str) -> bytes:
+        database = store_reads.sqlite_database(self.tracking_uri)
+        if database is not None:
+            try:
+                found = store_reads.run_artifact(database, run_id, path)
+            except store_reads.SchemaMismatch as e:
+                store_reads.warn_fallback(database, e)
+            else:
+                if found is not None:
+                    return found
         return tracking.run_artifact(run_id, path, tracking_uri=self.tracking_uri)
 
     def log_run_text(self, run_id: str, path: str, text: str) -> str:
@@ -172,7 +182,15 @@ class MlflowRegistry(dg.ConfigurableResource):
         return oldest
 
     def by_alias(self, name: str, alias: str) -> RegisteredModel | None:
-        """The version ``alias`` points at now, or None when it points nowhere (or ``name`` is unknown)."""
+        """The version ``alias`` points at now, or None when it points nowhere (or ``name`` is unknown).
+
+        On a local SQLite store, read without importing MLflow (``store_reads``)."""
+        database = store_reads.sqlite_database(self.tracking_uri)
+        if database is not None:
+            try:
+                return store_reads.by_alias(database, name, alias)
+            except store_reads.SchemaMismatch as e:
+                store_reads.warn_fallback(database, e)
         return versions.by_alias(self.client(), name, alias)
 
     def resolve(self, name: str, alias: str) -> RegisteredModel:
@@ -188,6 +206,12 @@ class MlflowRegistry(dg.ConfigurableResource):
         return found
 
     def get(self, name: str, version: str) -> RegisteredModel:
+        database = store_reads.sqlite_database(self.tracking_uri)
+        if database is not None:
+            try:
+                return store_reads.get(database, name, version)
+            except store_reads.SchemaMismatch as e:
+                store_reads.warn_fallback(database, e)
         return versions.get(self.client(), name, version)
 
     def versions(self, name: str) -> list[RegisteredModel]:
@@ -221,11 +245,11 @@ class MlflowRegistry(dg.ConfigurableResource):
             ArtifactIntegrityError: the registry's copy differs from the registered one.
         """
         cache = loading.ModelCache(Path(self.model_cache_dir)) if self.model_cache_dir else None
-        client = self.client()
 
         def fetch(destination: Path) -> Path:
+            # The client only on a cache miss: a cached, verified version loads without MLflow.
             return tracking.download_version(
-                client, model.name, model.version, destination, tracking_uri=self.tracking_uri
+                self.client(), model.name, model.version, destination, tracking_uri=self.tracking_uri
             )
 
         return loading.load_version(model, store=self.tracking_uri, cache=cache, fetch=fetch)
