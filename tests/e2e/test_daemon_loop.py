@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from mlops_assets.contract import Asset, Meta, TrainingFile, training_file
+from mlops_assets.contract import Asset, Job, Meta, TrainingFile, training_file
 from mlops_assets.demo import INSTANCE_CONFIG
 from mlops_assets.loop import ClosedLoop
 from mlops_assets.spec import load_specs
@@ -77,12 +77,13 @@ def wait_for(what: str, condition: Callable[[], Any], *, within: float, loop: Cl
     return value
 
 
-def runs(instance: dg.DagsterInstance, **tags: str) -> list[dg.DagsterRun]:
-    return list(instance.get_runs(dg.RunsFilter(tags={"mlops/model": NAME, **tags})))
+def runs(instance: dg.DagsterInstance, job: str | None = None, **tags: str) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(dg.RunsFilter(job_name=job, tags={"mlops/model": NAME, **tags})))
 
 
 def finished(instance: dg.DagsterInstance, trigger: str, count: int) -> list[dg.DagsterRun] | None:
-    found = runs(instance, **{"mlops/trigger": trigger})
+    # The retrain job's runs: a drifted batch's drift report run carries the same trigger.
+    found = runs(instance, Job.retrain(NAME), **{"mlops/trigger": trigger})
     done = [r for r in found if r.is_finished]
     return done if len(found) == count and len(done) == count else None
 
@@ -176,7 +177,8 @@ def test_a_check_planned_first_and_finished_last_still_retrains_and_alerts_once(
             records = drift_records(instance)
             all_runs = runs(instance)
             landing = Counter(r.tags["mlops/batch"] for r in all_runs if r.tags["mlops/trigger"] == "landing")
-            retrains = [r for r in all_runs if r.tags["mlops/trigger"] == "drift"]
+            retrains = [r for r in all_runs if r.job_name == Job.retrain(NAME)]
+            reports = [r for r in all_runs if r.job_name == Job.drift_report(NAME)]
             decisions = {
                 r.tags["mlops/batch"]: (r.status, r.tags["mlops/check_records"], decision(instance, r.run_id))
                 for r in retrains
@@ -192,7 +194,9 @@ def test_a_check_planned_first_and_finished_last_still_retrains_and_alerts_once(
     assert records["2010"].event.timestamp > records["2012"].event.timestamp
     assert ticks_meanwhile >= 3
     assert landing == Counter({"2010": 1, "2012": 1})
-    assert len(all_runs) == 4, [(r.job_name, r.tags.get("mlops/trigger")) for r in all_runs]
+    assert len(all_runs) == 6, [(r.job_name, r.tags.get("mlops/trigger")) for r in all_runs]
+    # Each drifted batch's Evidently report rendered once, in a run of its own.
+    assert Counter(r.tags["mlops/batch"] for r in reports) == Counter({"2010": 1, "2012": 1})
     assert len(retrains) == 2
     assert Counter(r.tags["mlops/batch"] for r in retrains) == Counter({"2010": 1, "2012": 1})
     assert decisions == {
@@ -238,7 +242,7 @@ def test_a_retrain_killed_with_its_daemon_is_ended_and_the_next_drift_retrains(t
                 lambda: next(
                     (
                         r
-                        for r in runs(instance, **{"mlops/trigger": "drift"})
+                        for r in runs(instance, Job.retrain(NAME), **{"mlops/trigger": "drift"})
                         if r.status == dg.DagsterRunStatus.STARTED and worker_pid(instance, r.run_id)
                     ),
                     None,
@@ -260,7 +264,7 @@ def test_a_retrain_killed_with_its_daemon_is_ended_and_the_next_drift_retrains(t
             )
             ended_after = time.monotonic() - restarted
             row = loop.land_and_follow("2012", frame[frame["year"] == 2012])
-            retrains = runs(instance, **{"mlops/trigger": "drift"})
+            retrains = runs(instance, Job.retrain(NAME), **{"mlops/trigger": "drift"})
             (latest,) = [r for r in retrains if r.tags["mlops/batch"] == "2012"]
             registered = instance.fetch_materializations(dg.AssetKey([NAME, "model"]), limit=1).records[0]
             assert registered.run_id == latest.run_id
