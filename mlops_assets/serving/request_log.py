@@ -13,9 +13,9 @@ or ``max_rows`` rows, whichever comes first, and on ``close()``. Each closed fil
 Both are written under a temporary name and renamed into place, and the landing zone skips
 hidden names, so a half-written file is never taken as a batch. A crash loses at most the rows of
 the file still open. A file whose record is in the lake but whose landing failed (a full or
-unmounted landing volume, a crash between the two writes) is landed again under the same batch
-name: by the writer at its next file and on close, and by the next request log to start on the
-same lake, so served traffic recorded in the lake never stays out of the loop.
+unmounted landing volume) is landed again under the same batch name, every interval and on
+close, never written again under a new name (its rows would be recorded twice). A process killed
+between the two writes leaves the file in the lake only; nothing lands it yet.
 
 The file holds no label column: features keeps every row of an unlabelled batch (``mlops label``
 adds labels later by request id, see ``mlops_assets.serving.labels``).
@@ -125,10 +125,9 @@ class RequestLog:
         self._closed = False
         self._error: BaseException | None = None  # the last file's write failed (rows kept pending)
         self._landing_error: BaseException | None = None  # a recorded file is not landed yet
-        self.written: list[str] = []  # batch names of the files closed so far, in order
+        self.written: list[str] = []  # batch names of the files closed and landed so far, in order
         # Files recorded in the lake whose landing failed: landed again before the next file.
         self._unlanded: list[str] = []
-        self.recovered = self._land_orphans()
         self._thread = threading.Thread(target=self._run, name=f"request-log-{spec.name}", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -249,7 +248,6 @@ class RequestLog:
         self.lake.write_bytes(self.spec.name, LakeFolder.REQUEST_LOG, data, batch, "parquet")
         # From here the rows are safe in the lake: a failed landing is retried under this name,
         # never by writing the rows again (that would record them twice).
-        self.written.append(batch)
         self._unlanded.append(batch)
         log.info("%s: request log file %s closed with %d rows", self.spec.name, batch, len(frame))
         self._land_unlanded()
@@ -268,24 +266,8 @@ class RequestLog:
                 self._landing_error = e
                 return
             self._unlanded.pop(0)
+            self.written.append(batch)
         self._landing_error = None
-
-    def _land_orphans(self) -> list[str]:
-        """Lands the lake's request-log files that have no landing file (an earlier writer crashed
-        or could not land them); the batch names landed."""
-        folder = Path(self.landing_root) / self.spec.name
-        orphans = [
-            b
-            for b in self.lake.partitions(self.spec.name, LakeFolder.REQUEST_LOG)
-            if not (folder / f"{b}.parquet").exists()
-        ]
-        if orphans:
-            log.warning(
-                "%s: request log files %s were in the lake but not landed: landing them", self.spec.name, orphans
-            )
-        self._unlanded.extend(orphans)
-        self._land_unlanded()  # what still fails is retried with the next file and on close
-        return [b for b in orphans if b not in self._unlanded]
 
     def frame(self, chunk: dict[str, list]) -> pd.DataFrame:
         """The rows of one file, typed as training typed them (``prepare_inputs``)."""
