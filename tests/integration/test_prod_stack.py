@@ -152,7 +152,10 @@ def _train_while_the_server_stops(
         for sensor in prod.defs.sensors:
             started = time.monotonic()
             context = dg.build_sensor_context(instance=prod.instance, resources=prod.resources, definitions=prod.defs)
-            data = prod.defs.resolve_sensor_def(sensor.name).evaluate_tick(context)
+            # As the daemon does: a run request for a partition (the drift report sensor's for a
+            # drifted batch) is checked against the instance's dynamic partitions.
+            with dg.partition_loading_context(dynamic_partitions_store=prod.instance):
+                data = prod.defs.resolve_sensor_def(sensor.name).evaluate_tick(context)
             assert time.monotonic() - started < 10, f"{sensor.name} took {time.monotonic() - started:.0f}s"
             assert data.run_requests or data.skip_message is not None, sensor.name
     worker.join(timeout=300)
