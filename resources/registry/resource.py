@@ -134,16 +134,23 @@ class MlflowRegistry(dg.ConfigurableResource):
         )
         return versions.get(client, name, version)
 
-    def run_artifact(self, run_id: str, path: str) -> bytes:
+    def _from_store(self, read: Any, *args: str) -> Any:
+        """``read(database, *args)`` on a local SQLite store, without importing MLflow;
+        ``store_reads.UNANSWERED`` on any other store or when its schema is not the one expected."""
         database = store_reads.sqlite_database(self.tracking_uri)
-        if database is not None:
-            try:
-                found = store_reads.run_artifact(database, run_id, path)
-            except store_reads.SchemaMismatch as e:
-                store_reads.warn_fallback(database, e)
-            else:
-                if found is not None:
-                    return found
+        if database is None:
+            return store_reads.UNANSWERED
+        try:
+            return read(database, *args)
+        except store_reads.SchemaMismatch as e:
+            store_reads.warn_fallback(database, e)
+            return store_reads.UNANSWERED
+
+    def run_artifact(self, run_id: str, path: str) -> bytes:
+        found = self._from_store(store_reads.run_artifact, run_id, path)
+        if found is not store_reads.UNANSWERED and found is not None:
+            return found
+        # Not a local file artifact (or none): MLflow knows every artifact store.
         return tracking.run_artifact(run_id, path, tracking_uri=self.tracking_uri)
 
     def log_run_text(self, run_id: str, path: str, text: str) -> str:
@@ -185,13 +192,8 @@ class MlflowRegistry(dg.ConfigurableResource):
         """The version ``alias`` points at now, or None when it points nowhere (or ``name`` is unknown).
 
         On a local SQLite store, read without importing MLflow (``store_reads``)."""
-        database = store_reads.sqlite_database(self.tracking_uri)
-        if database is not None:
-            try:
-                return store_reads.by_alias(database, name, alias)
-            except store_reads.SchemaMismatch as e:
-                store_reads.warn_fallback(database, e)
-        return versions.by_alias(self.client(), name, alias)
+        found = self._from_store(store_reads.by_alias, name, alias)
+        return versions.by_alias(self.client(), name, alias) if found is store_reads.UNANSWERED else found
 
     def resolve(self, name: str, alias: str) -> RegisteredModel:
         """The version ``alias`` points at now: one registry read, made on every call, so a moved
@@ -206,13 +208,8 @@ class MlflowRegistry(dg.ConfigurableResource):
         return found
 
     def get(self, name: str, version: str) -> RegisteredModel:
-        database = store_reads.sqlite_database(self.tracking_uri)
-        if database is not None:
-            try:
-                return store_reads.get(database, name, version)
-            except store_reads.SchemaMismatch as e:
-                store_reads.warn_fallback(database, e)
-        return versions.get(self.client(), name, version)
+        found = self._from_store(store_reads.get, name, version)
+        return versions.get(self.client(), name, version) if found is store_reads.UNANSWERED else found
 
     def versions(self, name: str) -> list[RegisteredModel]:
         """Every registered version of ``name``, oldest first."""

@@ -24,6 +24,7 @@ import datetime as _dt
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 from urllib.parse import unquote, urlparse
 
 import dagster as dg
@@ -35,6 +36,10 @@ from resources.registry.versions import RegisteredModel
 _DELETED = "Deleted_Internal"
 # MLflow 3's workspaces: a store without them has one, this one.
 _WORKSPACE = "default"
+
+
+# What a read returns where it does not answer (another store, another schema): ask MLflow.
+UNANSWERED: Final = object()
 
 
 class SchemaMismatch(Exception):
