@@ -63,13 +63,15 @@ class Harness:
         fingerprint = self.metadata(Asset.TRAINING_DATASET)[Meta.TRAINING_FINGERPRINT]
         return self.resources["lake"].read_frame(self.name, Asset.TRAINING_DATASET, training_file(fingerprint, file))
 
-    def tick_landing(self) -> list[dg.RunRequest]:
+    def landing_tick(self) -> dg.SensorResult:
         """One tick of the real landing sensor with every landed file settled (its cursor kept
         between ticks, as the daemon keeps it); registers the partitions it adds."""
         old = time.time() - 120
-        for path in self.resources["landing"].folder(self.name).iterdir():
-            if path.stat().st_mtime > old + 60:  # only files not settled yet: an older one is unchanged
-                os.utime(path, (old, old))
+        for entry in os.scandir(self.resources["landing"].folder(self.name)):
+            # Only files not settled yet: an older one is left as it is. A symlink is not
+            # followed: its target may be anywhere (the sensor refuses it all the same).
+            if not entry.is_symlink() and entry.stat(follow_symlinks=False).st_mtime > old + 60:
+                os.utime(entry.path, (old, old))
         sensor = self.defs.get_sensor_def(Sensor.landing(self.name))
         context = dg.build_sensor_context(
             instance=self.instance, resources=self.resources, definitions=self.defs, cursor=self.landing_cursor
@@ -78,7 +80,11 @@ class Harness:
         self.landing_cursor = data.cursor
         for add in data.dynamic_partitions_requests:
             self.instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
-        return list(data.run_requests)
+        return data
+
+    def tick_landing(self) -> list[dg.RunRequest]:
+        """The run requests of one ``landing_tick``."""
+        return list(self.landing_tick().run_requests)
 
     def run_score_job(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
         """The landing sensor's run request, executed by the real score job (with the definitions'

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -88,22 +87,6 @@ def tree(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def tick(h: Harness) -> dg.SensorResult:
-    """One landing-sensor tick with every landed file settled; registers what it adds."""
-    old = time.time() - 120
-    for entry in os.scandir(h.resources["landing"].folder(NAME)):
-        info = entry.stat(follow_symlinks=False)
-        if not entry.is_symlink() and info.st_mtime > old + 60:  # an older file is left as it is
-            os.utime(entry.path, (old, old))
-    sensor = h.defs.get_sensor_def(f"{NAME}_landing_sensor")
-    context = dg.build_sensor_context(instance=h.instance, resources=h.resources, definitions=h.defs, cursor=h.cursor)
-    data = sensor(context)
-    h.cursor = data.cursor
-    for add in data.dynamic_partitions_requests:
-        h.instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
-    return data
-
-
 def score(h: Harness, batch: str, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
     job = h.defs.resolve_job_def(Job.score_batch(NAME))
     return job.execute_in_process(instance=h.instance, partition_key=batch, tags=tags, raise_on_error=False)
@@ -157,7 +140,7 @@ def test_a_corpus_of_bad_files_each_fails_clearly_and_the_good_one_is_scored(
         (home / "dagster").mkdir(parents=True)
         instance = dg.DagsterInstance.ephemeral(tempdir=str(home / "dagster"))
         h = Harness(home, pipelines, NAME, instance=instance, env={"MLOPS_ALERT_WEBHOOK": alerts_sink.url})
-        h.cursor = None
+        h.landing_cursor = None
         h.history("1976")
         registry, lake = h.resources["registry"], h.resources["lake"]
         champion = registry.by_alias(NAME, CHAMPION).version
@@ -166,7 +149,7 @@ def test_a_corpus_of_bad_files_each_fails_clearly_and_the_good_one_is_scored(
         landing = h.resources["landing"].folder(NAME)
         landing.mkdir(parents=True, exist_ok=True)
         rows(2010).to_parquet(landing / "2010.parquet", index=False)
-        (first,) = tick(h).run_requests
+        (first,) = h.landing_tick().run_requests
         assert score(h, "2010", first.tags).success
         predictions_2010 = lake.read_frame(NAME, Asset.PREDICTIONS, "2010")
         features_2010 = lake.read_frame(NAME, Asset.FEATURES, "2010")
@@ -186,12 +169,12 @@ def test_a_corpus_of_bad_files_each_fails_clearly_and_the_good_one_is_scored(
         rows(2012).to_parquet(landing / "2012.parquet", index=False)
         landed_paths = sorted(str(p) for p in landing.iterdir())
 
-        requests = tick(h).run_requests
+        requests = h.landing_tick().run_requests
         files = [Path(r.tags[TAG_LANDING_FILE]).name for r in requests]
         assert sorted(files) == sorted({*FAILS, *ACCEPTED}), "one run per regular file, none for the refused"
         results = {Path(r.tags[TAG_LANDING_FILE]).name: score(h, r.partition_key, r.tags) for r in requests}
         batches = {Path(r.tags[TAG_LANDING_FILE]).name: r.partition_key for r in requests}
-        again = tick(h)
+        again = h.landing_tick()
         # A partition key added from outside (the UI, GraphQL) that climbs out of the lake.
         h.instance.add_dynamic_partitions(f"{NAME}_batches", ["../../evil"])
         traversal = score(h, "../../evil")

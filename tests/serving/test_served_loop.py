@@ -5,7 +5,6 @@ performance and fairness."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import dagster as dg
@@ -62,21 +61,6 @@ def serve(h: Harness, rows, request_size: int = 3) -> str:  # noqa: ANN001
     return batch
 
 
-def tick_landing(h: Harness) -> list[dg.RunRequest]:
-    """One landing-sensor tick with every landed file settled; registers what it adds."""
-    old = time.time() - 120
-    for path in h.resources["landing"].folder(NAME).iterdir():
-        if path.stat().st_mtime > old + 60:  # only files not settled yet: an older one is unchanged
-            os.utime(path, (old, old))
-    sensor = h.defs.get_sensor_def(f"{NAME}_landing_sensor")
-    context = dg.build_sensor_context(instance=h.instance, resources=h.resources, definitions=h.defs, cursor=h.cursor)
-    data = sensor(context)
-    h.cursor = data.cursor
-    for add in data.dynamic_partitions_requests:
-        h.instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
-    return list(data.run_requests)
-
-
 def run_requests(h: Harness, requests: list[dg.RunRequest]) -> dict[str, dg.ExecuteInProcessResult]:
     job = h.defs.resolve_job_def(Job.score_batch(NAME))
     out = {}
@@ -98,13 +82,13 @@ def drift_verdicts(result: dg.ExecuteInProcessResult) -> dict[str, tuple[bool, f
 
 def test_a_served_log_is_a_batch_with_the_drift_verdicts_of_the_same_rows_landed(pipeline: Harness) -> None:
     h = pipeline
-    h.cursor = None
+    h.landing_cursor = None
     rows = production_rows()
     served = serve(h, rows)
     landing = h.resources["landing"].folder(NAME)
     rows.to_parquet(landing / "2010.parquet", index=False)
 
-    requests = tick_landing(h)
+    requests = h.tick_landing()
     assert sorted(r.partition_key for r in requests) == sorted(["2010", served])
     assert all(r.tags["mlops/trigger"] == "landing" for r in requests)
     results = run_requests(h, requests)
@@ -129,7 +113,7 @@ def test_a_served_log_is_a_batch_with_the_drift_verdicts_of_the_same_rows_landed
     assert len(fairness) == 2 and all("no labelled rows" in d for d in fairness.values())
 
     # A second tick takes neither file again.
-    assert tick_landing(h) == []
+    assert h.tick_landing() == []
 
     # Labels arrive later, for two thirds of the requests: joined by request id, the batch lands
     # again with its label column and is scored with realized performance and fairness.
@@ -139,7 +123,7 @@ def test_a_served_log_is_a_batch_with_the_drift_verdicts_of_the_same_rows_landed
     report = join_labels(h.spec, lake, h.resources["landing"], labels)
     assert report.matched == {served: len(labelled)}
     assert report.unmatched == 0
-    (relanded,) = tick_landing(h)
+    (relanded,) = h.tick_landing()
     assert relanded.partition_key == served
     rescored = run_requests(h, [relanded])[served]
     # Every row is still scored; the labelled ones are counted and evaluated.
