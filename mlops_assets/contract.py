@@ -301,6 +301,9 @@ class Meta:
     TRAINED_VERSIONS: Final = "trained_registered_versions"
     # On ``model``: the raw content version of each batch the version was trained on.
     TRAINING_CONTENT_VERSIONS: Final = "training_content_versions"
+    # On ``model`` (a new version): the fit's wall seconds and the threads its run's share allowed.
+    FIT_SECONDS: Final = "fit_seconds"
+    FIT_THREADS: Final = "fit_threads"
     # On ``features``: how many of the batch's rows have a label (the others are scored only).
     LABELLED_ROWS: Final = "labelled_rows"
     # On ``predictions``: why the batch's performance and fairness were not evaluated.
