@@ -9,6 +9,11 @@ registers them as partitions, as the landing sensor does. Then:
   RUN_START to RUN_SUCCESS per run and STEP_START to STEP_SUCCESS per step.
 * floor: the same assets of the same batches materialized in this process once it is warm (the
   libraries imported, one batch scored before timing), timed from the event log in the same way.
+* training: one ``<model>_retrain_job`` through ``dagster job execute`` on a window that ends at
+  the last scored batch (so a new version is fitted), beside the raw fit: the same estimator on
+  the same training set with its default threads in this process, once nothing else of the
+  benchmark runs. The model step sizes its thread pools to the run's CPU share; the table shows
+  the step, the fit inside it (its ``fit_seconds`` metadata) and the raw fit.
 
 The machine may be shared: compare the ratios of one run, not numbers from different runs.
 
@@ -33,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dagster as dg
 
-from mlops_assets.contract import Asset, Job, partitions_name
+from mlops_assets.assets.backfill import BATCH_ASSETS
+from mlops_assets.contract import Asset, Job, Meta, TrainingFile, op_name, partitions_name, training_file
 from mlops_assets.definitions import build_definitions
 from mlops_assets.demo import _later_batches, ensure_instance
-from mlops_assets.factory import BATCH_ASSETS
 from mlops_assets.ml.data import batch_at_or_before, read_source_files
 from mlops_assets.spec import load_specs
 from resources.settings import Settings
@@ -111,6 +116,64 @@ def prepare(home: Path) -> tuple[dict[str, str], dg.Definitions, dg.DagsterInsta
     return env, defs, instance, batches
 
 
+def retrain_timings(
+    instance: dg.DagsterInstance, env: dict[str, str], until: str
+) -> tuple[float, float, int, str, str]:
+    """The retrain job run as a run worker would be, on the window ending at ``until``: the model
+    step's seconds, the fit's seconds and threads (its metadata), and the window's fingerprint."""
+    job = Job.retrain(MODEL)
+    config = {"ops": {op_name(MODEL, Asset.TRAINING_DATASET): {"config": {"until": until}}}}
+    # Run config as a file: JSON is YAML.
+    config_file = Path(env["MLOPS_HOME"]) / "retrain-config.yaml"
+    config_file.write_text(json.dumps(config))
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "mlops_assets.definitions", "-j", job]
+    command += ["-c", str(config_file)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the retrain job failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    record = instance.get_run_records(dg.RunsFilter(job_name=job), limit=1)[0]
+    _total, per_step = run_timings(instance, record.dagster_run.run_id)
+    event = instance.get_latest_materialization_event(dg.AssetKey([MODEL, Asset.MODEL]))
+    metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    if Meta.FIT_SECONDS not in metadata:
+        raise SystemExit(f"the retrain on the window to {until} reused a version: no fit to time")
+    fingerprint = metadata[Meta.TRAINING_FINGERPRINT].value
+    return (
+        per_step[Asset.MODEL],
+        float(metadata[Meta.FIT_SECONDS].value),
+        int(metadata[Meta.FIT_THREADS].value),
+        str(fingerprint),
+        record.dagster_run.run_id,
+    )
+
+
+def raw_fit_seconds(defs: dg.Definitions, fingerprint: str) -> tuple[float, int]:
+    """The spec's estimator fitted on the window's training set here, with its default threads."""
+    from mlops_assets.ml.cpus import cpu_budget
+    from mlops_assets.ml.data import LABEL
+    from mlops_assets.ml.trainers import build_estimator, prepare_inputs
+
+    settings = Settings.from_env(os.environ)
+    spec = next(s for s in load_specs(settings.pipelines) if s.name == MODEL)
+    lake = defs.resources["lake"]
+    train = lake.read_frame(MODEL, Asset.TRAINING_DATASET, training_file(fingerprint, TrainingFile.TRAIN))
+    from mlops_assets.preflight import resolve
+
+    columns = resolve(spec, cache_dir=None).columns
+    inputs = prepare_inputs(train, columns.numeric, columns.categorical)
+    y = train[LABEL].to_numpy(dtype="int64")
+    estimator = build_estimator(
+        spec.training.model,
+        numeric=columns.numeric,
+        categorical=columns.categorical,
+        params=spec.training.params,
+        seed=spec.training.seed,
+    )
+    began = time.perf_counter()
+    estimator.fit(inputs, y)
+    return time.perf_counter() - began, cpu_budget()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=None, help="score only the first N production batches")
@@ -155,7 +218,13 @@ def main() -> None:
             for step, seconds in per_step.items():
                 floor_steps.setdefault(step, []).append(seconds)
             print(f"  floor {batch}: {total:5.2f}s", flush=True)
+        model_step, fit, threads, fingerprint, _run = retrain_timings(instance, env, batches[-1])
+        raw_fit, raw_threads = raw_fit_seconds(defs, fingerprint)
         instance.dispose()
+    print(f"\n{'training (retrain job to ' + batches[-1] + ')':<44} {'s':>7} {'threads':>8} {'vs raw fit':>11}")
+    print(f"{'model step (run worker)':<44} {model_step:>7.2f} {threads:>8} {model_step / raw_fit:>10.1f}x")
+    print(f"{'  fit inside it':<44} {fit:>7.2f} {threads:>8} {fit / raw_fit:>10.1f}x")
+    print(f"{'raw fit (this process, default threads)':<44} {raw_fit:>7.2f} {raw_threads:>8} {1.0:>10.1f}x")
     print(f"\n{'step':<18} {'job p50 s':>10} {'floor p50 s':>12} {'ratio':>7}")
     rows = [(s, statistics.median(steps[s]), statistics.median(floor_steps.get(s, [0.0]))) for s in steps]
     rows.append(("run (start-end)", statistics.median(runs), statistics.median(floor_runs)))

@@ -28,7 +28,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run the whole lifecycle of a model through the Dagster CLI")
     demo_parser.add_argument("--model", help="spec name (default: the first spec)")
-    demo_parser.add_argument("--parallel", type=int, default=2, help="concurrent dagster processes (default 2)")
     commands.add_parser("init", help="create DAGSTER_HOME with the instance settings the product expects")
     explain_parser = commands.add_parser(
         "explain", help="which model version made a batch's predictions, what data trained it, how it passed testing"
@@ -141,7 +140,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
         spec = next((s for s in specs if s.name == args.model), None) if args.model else specs[0]
         if spec is None:
             parser.error(f"--model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
-        return demo(spec, settings, parallel=args.parallel)
+        return demo(spec, settings)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

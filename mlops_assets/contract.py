@@ -183,6 +183,11 @@ class Job:
     def rollback(model: str) -> str:
         return f"{model}_rollback_job"
 
+    @staticmethod
+    def backfill(model: str) -> str:
+        """Per-batch assets of many batches in one run, a step per batch."""
+        return f"{model}_backfill_job"
+
 
 def registry_pool(model: str) -> str:
     """The Dagster pool of every step that moves a model's champion (limit it to 1)."""

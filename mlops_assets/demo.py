@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,14 +63,76 @@ def _failure_reason(log: str) -> str:
     return lines[-1] if lines else "failed"
 
 
-def run_steps(model: str, steps: Sequence[Step], env: dict[str, str], *, parallel: int) -> list[StepResult]:
-    results = []
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        for result in pool.map(lambda s: materialize(model, s, env), steps):
-            status = "ok" if result.ok else f"FAILED: {result.error}"
-            print(f"  {result.step.label():<70} {result.seconds:5.1f}s  {status}", flush=True)
-            results.append(result)
+def run_steps(model: str, steps: Sequence[Step], env: dict[str, str]) -> list[StepResult]:
+    results = [materialize(model, step, env) for step in steps]
+    for result in results:
+        _print_result(result)
     return results
+
+
+def _print_result(result: StepResult) -> None:
+    status = "ok" if result.ok else f"FAILED: {result.error}"
+    print(f"  {result.step.label():<70} {result.seconds:5.1f}s  {status}", flush=True)
+
+
+def backfill(model: str, batches: Sequence[str], assets: Sequence[str], env: dict[str, str]) -> list[StepResult]:
+    """The batches through ``<model>_backfill_job`` with ``dagster job execute``: one process and
+    one run, a step per batch; each batch's outcome read from its step's events."""
+    import json
+    import tempfile
+    from datetime import UTC, datetime
+
+    import dagster as dg
+
+    from mlops_assets.assets.backfill import backfill_step, plan_op
+    from mlops_assets.contract import TAG_TRIGGER, Job
+
+    job = Job.backfill(model)
+    config = {"ops": {plan_op(model): {"config": {"batches": list(batches), "assets": list(assets)}}}}
+    began_at = datetime.now(UTC)
+    started = time.monotonic()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config_file:
+        # Run config as a file (JSON is YAML): `dagster job execute` takes no inline config.
+        json.dump(config, config_file)
+        config_file.flush()
+        command = [sys.executable, "-m", "dagster", "job", "execute", "-m", CODE_LOCATION, "-j", job]
+        command += ["-c", config_file.name, "--tags", json.dumps({TAG_TRIGGER: "demo"})]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        records = instance.get_run_records(dg.RunsFilter(job_name=job, created_after=began_at), limit=1)
+        events = instance.all_logs(records[0].dagster_run.run_id) if records else []
+    if not records:
+        reason = _failure_reason(done.stdout + done.stderr)
+        return [StepResult(Step(tuple(assets), b), False, seconds, reason) for b in batches]
+    started_at: dict[str, float] = {}
+    ended: dict[str, tuple[bool, float, str]] = {}
+    for entry in events:
+        event = entry.dagster_event
+        if event is None or entry.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started_at[entry.step_key] = entry.timestamp
+        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+            took = entry.timestamp - started_at.get(entry.step_key, entry.timestamp)
+            ok = event.event_type == dg.DagsterEventType.STEP_SUCCESS
+            ended[entry.step_key] = (ok, took, "" if ok else _step_error(event))
+    results = []
+    for i, batch in enumerate(batches):
+        ok, took, error = ended.get(backfill_step(model, i, batch), (False, 0.0, "its step did not run"))
+        results.append(StepResult(Step(tuple(assets), batch), ok, took, error))
+    return results
+
+
+def _step_error(event) -> str:  # noqa: ANN001 - a DagsterEvent; dagster stays lazy
+    """A failed step's reason: a ``dagster.Failure`` says why itself; else the error's first line."""
+    data = event.step_failure_data
+    if data is None:
+        return ""
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    message = data.error.message.strip() if data.error and data.error.message else "failed"
+    return message.splitlines()[0]
 
 
 INSTANCE_CONFIG = """\
@@ -79,6 +140,10 @@ INSTANCE_CONFIG = """\
 concurrency:
   runs:
     max_concurrent_runs: 2
+# Dagster's default looks at the queue every 5 s: a landed batch's run then waited up to 5 s to
+# start, more than its scoring takes. Once a second costs one small query of the run storage.
+run_queue:
+  dequeue_interval_seconds: 1
   pools:
     # Each model's promotion and rollback share pool <model>_registry: one at a time.
     default_limit: 1
@@ -124,7 +189,7 @@ def ensure_instance(dagster_home: Path) -> list[str]:
     ]
 
 
-def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interval: int = 3) -> int:
+def demo(spec: PipelineSpec, settings: Settings, *, sensor_interval: int = 3) -> int:
     """History through ``dagster asset materialize``, then production through the daemon."""
     from mlops_assets.cli import ARTIFACT_PROGRESS_BAR_ENV
     from mlops_assets.ml.data import batch_at_or_before, read_source_files, sorted_batches
@@ -143,14 +208,20 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
     print(f"MLOPS_HOME={settings.home}\nDAGSTER_HOME={env['DAGSTER_HOME']}\n")
 
     print("1. Register the source's batches and learn the validation suite from the first training data")
-    if not all(r.ok for r in run_steps(name, [Step((Asset.SOURCE_BATCHES, Asset.VALIDATION_SUITE))], env, parallel=1)):
+    if not all(r.ok for r in run_steps(name, [Step((Asset.SOURCE_BATCHES, Asset.VALIDATION_SUITE))], env)):
         return 1
     batches = sorted_batches(_registered_batches(name, env))
     history = [b for b in batches if until is None or batch_at_or_before(b, until)]
 
-    print(f"\n2. Ingest, validate and featurize the history ({history[0]}-{history[-1]}, {len(history)} batches)")
-    steps = [Step((Asset.RAW_BATCH, Asset.VALIDATED_BATCH, Asset.FEATURES), b) for b in history]
-    ingested = run_steps(name, steps, env, parallel=parallel)
+    print(
+        f"\n2. Ingest, validate and featurize the history ({history[0]}-{history[-1]}, {len(history)} batches) "
+        f"in one backfill run, a step per batch"
+    )
+    from mlops_assets.assets.backfill import INGESTION
+
+    ingested = backfill(name, history, INGESTION, env)
+    for result in ingested:
+        _print_result(result)
     # A batch that fails stays out of training and the demo goes on, as production would; the
     # exit status still says that something failed.
     left_out = [r.step.partition for r in ingested if not r.ok]
@@ -159,7 +230,7 @@ def demo(spec: PipelineSpec, settings: Settings, *, parallel: int, sensor_interv
 
     print("\n3. Train, evaluate and decide the first champion")
     retrain = Step((Asset.TRAINING_DATASET, Asset.MODEL, Asset.EVALUATION, Asset.PROMOTION))
-    if not run_steps(name, [retrain], env, parallel=1)[0].ok:
+    if not run_steps(name, [retrain], env)[0].ok:
         return 1
     source = read_source_files(spec.source)
     _print_promotion(settings, spec, source)
@@ -214,7 +285,7 @@ def _score_single_batch(spec: PipelineSpec, settings: Settings, env: dict[str, s
         return
     (batch,) = history
     print(f"\n3b. Score batch {batch} (the whole source) with the champion")
-    if not run_steps(spec.name, [Step((Asset.PREDICTIONS, Asset.DRIFT_REPORT), batch)], env, parallel=1)[0].ok:
+    if not run_steps(spec.name, [Step((Asset.PREDICTIONS, Asset.DRIFT_REPORT), batch)], env)[0].ok:
         return
     lake = resolved_resources(settings)["lake"]
     predictions = lake.read_frame(spec.name, Asset.PREDICTIONS, batch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from mlops_assets.assets.attributions import build_attribution_assets
+from mlops_assets.assets.backfill import BATCH_ASSETS, build_backfill_job
 from mlops_assets.assets.common import ModelPipeline
 from mlops_assets.assets.deployment import build_deployment_assets, build_drift_report_job, fairness_checks
 from mlops_assets.assets.evaluation import build_evaluation_assets
@@ -25,15 +26,6 @@ from sensors.builders import (
     build_run_watchdog_sensor,
 )
 
-BATCH_ASSETS = (
-    Asset.RAW_BATCH,
-    Asset.VALIDATED_BATCH,
-    Asset.FEATURES,
-    Asset.PREDICTIONS,
-    Asset.DRIFT_REPORT,
-    # Its own step after predictions: explaining never holds up scoring.
-    Asset.ATTRIBUTIONS,
-)
 RETRAIN_ASSETS = (Asset.TRAINING_DATASET, Asset.MODEL, Asset.EVALUATION, Asset.PROMOTION)
 # Run monitoring ends a run that outlives these (dagster/max_runtime), on every run launcher: a
 # bound for runs whose processes died where nothing else notices. Far above what the jobs take
@@ -126,7 +118,14 @@ def build_pipeline(
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[score_batch, retrain, recheck, build_rollback_job(pipeline), drift_report_job],
+        jobs=[
+            score_batch,
+            retrain,
+            recheck,
+            build_rollback_job(pipeline),
+            drift_report_job,
+            build_backfill_job(pipeline, assets),
+        ],
         sensors=sensors,
         schedules=schedules,
     )

@@ -160,6 +160,9 @@ run_retries:
 concurrency:
   runs:
     max_concurrent_runs: 2
+# Dagster's default looks at the run queue every 5 s, longer than a batch's scoring takes.
+run_queue:
+  dequeue_interval_seconds: 1
 # Ends runs whose processes died: stuck starting or cancelling, past their dagster/max_runtime
 # tag (or the default below), and frees the pool slots of ended runs. Runs here are local
 # processes, which Dagster cannot health-check: <model>_run_watchdog_sensor ends a run whose worker

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage
+from mlops_assets.assets.common import BatchEvents, BatchRun, ModelPipeline, retry_on_tracking_outage
 from mlops_assets.contract import ATTRIBUTION_DRIFT_CHECK, Artifact, Asset, Meta, artifact_path
 from mlops_assets.untrusted import md_code
 from resources.lake import Lake
@@ -55,75 +55,84 @@ def build_attribution_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinitio
         ),
     )
     @retry_on_tracking_outage
-    def attributions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        from mlops_assets.ml.attribution import build_explainer, decide_attribution_drift, write_attributions
-        from mlops_assets.ml.trainers import prepare_inputs
-
-        batch = pipeline.batch(context)
-        predictions = lake.read_frame(spec.name, Asset.PREDICTIONS, batch)
-        if predictions.empty:
-            raise dg.Failure(f"{spec.name}: batch {batch} has no scored rows to explain")
-        version = registry.get(spec.name, str(predictions[Meta.MODEL_VERSION].iloc[0]))
-        frame = lake.read_frame(spec.name, Asset.FEATURES, batch)
-        if len(frame) != len(predictions):
-            raise dg.Failure(
-                f"{spec.name}: batch {batch} has {len(frame)} feature rows but {len(predictions)} predictions; "
-                "materialize predictions again"
-            )
-        baseline = baseline_of(registry, version)
-        family = version.family
-        explainer = build_explainer(
-            family,
-            registry.load_version(version),
-            numeric=pipeline.columns.numeric,
-            categorical=pipeline.columns.categorical,
-            baseline=baseline,
-        )
-        explained = explainer.explain(prepare_inputs(frame, pipeline.columns.numeric, pipeline.columns.categorical))
-        buffer = io.BytesIO()
-        info = write_attributions(
-            buffer,
-            explained,
-            top_k=explain.top_k,
-            model_version=version.version,
-            model_family=family,
-            batch=batch,
-            rows=predictions["row"].tolist(),
-        )
-        path = lake.write_bytes(spec.name, Asset.ATTRIBUTIONS, buffer.getvalue(), batch, "parquet")
-        context.log.info(
-            "%s batch %s: %d rows explained by version %s (%s), max |residual| %.2e",
-            spec.name,
-            batch,
-            info.rows,
-            version.version,
-            info.method,
-            info.max_abs_residual,
-        )
-        yield dg.MaterializeResult(metadata=attributions_metadata(info, path))
-        drift = decide_attribution_drift(
-            baseline=baseline.importance,
-            batch=info.importance,
-            threshold=explain.drift_threshold,
-            metric=explain.drift_metric,
-        )
-        yield dg.AssetCheckResult(
-            asset_key=key,
-            check_name=ATTRIBUTION_DRIFT_CHECK,
-            passed=not drift.drifted,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=drift.reason,
-            metadata={
-                Meta.BATCH: batch,
-                Meta.MODEL_VERSION: version.version,
-                drift.metric: drift.value,
-                "threshold": drift.threshold,
-                "batch_ranking": dg.MetadataValue.json(drift.batch_ranking),
-                "baseline_ranking": dg.MetadataValue.json(drift.baseline_ranking),
-            },
-        )
+    def attributions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> BatchEvents:
+        yield from attributions_work(pipeline, BatchRun.of(pipeline, context), lake=lake, registry=registry)
 
     return [attributions]
+
+
+def attributions_work(pipeline: ModelPipeline, run: BatchRun, *, lake: Lake, registry: MlflowRegistry) -> BatchEvents:
+    """Explains every scored row with the version that scored it, and checks the batch's importance ranking."""
+    from mlops_assets.ml.attribution import build_explainer, decide_attribution_drift, write_attributions
+    from mlops_assets.ml.trainers import prepare_inputs
+
+    spec = pipeline.spec
+    explain = spec.explain
+    key = pipeline.key(Asset.ATTRIBUTIONS)
+
+    batch = run.batch
+    predictions = lake.read_frame(spec.name, Asset.PREDICTIONS, batch)
+    if predictions.empty:
+        raise dg.Failure(f"{spec.name}: batch {batch} has no scored rows to explain")
+    version = registry.get(spec.name, str(predictions[Meta.MODEL_VERSION].iloc[0]))
+    frame = lake.read_frame(spec.name, Asset.FEATURES, batch)
+    if len(frame) != len(predictions):
+        raise dg.Failure(
+            f"{spec.name}: batch {batch} has {len(frame)} feature rows but {len(predictions)} predictions; "
+            "materialize predictions again"
+        )
+    baseline = baseline_of(registry, version)
+    family = version.family
+    explainer = build_explainer(
+        family,
+        registry.load_version(version),
+        numeric=pipeline.columns.numeric,
+        categorical=pipeline.columns.categorical,
+        baseline=baseline,
+    )
+    explained = explainer.explain(prepare_inputs(frame, pipeline.columns.numeric, pipeline.columns.categorical))
+    buffer = io.BytesIO()
+    info = write_attributions(
+        buffer,
+        explained,
+        top_k=explain.top_k,
+        model_version=version.version,
+        model_family=family,
+        batch=batch,
+        rows=predictions["row"].tolist(),
+    )
+    path = lake.write_bytes(spec.name, Asset.ATTRIBUTIONS, buffer.getvalue(), batch, "parquet")
+    run.log.info(
+        "%s batch %s: %d rows explained by version %s (%s), max |residual| %.2e",
+        spec.name,
+        batch,
+        info.rows,
+        version.version,
+        info.method,
+        info.max_abs_residual,
+    )
+    yield dg.MaterializeResult(metadata=attributions_metadata(info, path))
+    drift = decide_attribution_drift(
+        baseline=baseline.importance,
+        batch=info.importance,
+        threshold=explain.drift_threshold,
+        metric=explain.drift_metric,
+    )
+    yield dg.AssetCheckResult(
+        asset_key=key,
+        check_name=ATTRIBUTION_DRIFT_CHECK,
+        passed=not drift.drifted,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=drift.reason,
+        metadata={
+            Meta.BATCH: batch,
+            Meta.MODEL_VERSION: version.version,
+            drift.metric: drift.value,
+            "threshold": drift.threshold,
+            "batch_ranking": dg.MetadataValue.json(drift.batch_ranking),
+            "baseline_ranking": dg.MetadataValue.json(drift.baseline_ranking),
+        },
+    )
 
 
 def baseline_of(registry: MlflowRegistry, version: RegisteredModel) -> "AttributionBaseline":

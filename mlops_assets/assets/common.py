@@ -55,6 +55,25 @@ class ModelPipeline:
         return {TAG_MODEL: self.name}
 
 
+@dataclass(frozen=True)
+class BatchRun:
+    """What the work of a per-batch asset needs of the run doing it: the batch, the run's log and
+    the instance. A run of the asset does one batch (its partition); a backfill run
+    (``assets/backfill.py``) does one step per batch and calls the same work."""
+
+    batch: str
+    log: Any  # the run's DagsterLogManager
+    instance: dg.DagsterInstance
+
+    @classmethod
+    def of(cls, pipeline: ModelPipeline, context: dg.AssetExecutionContext) -> BatchRun:
+        return cls(pipeline.batch(context), context.log, context.instance)
+
+
+# What a per-batch asset's work yields: its materialization and its check results, in order.
+BatchEvents = Iterator["dg.MaterializeResult | dg.AssetCheckResult"]
+
+
 def materialization_in_run(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> dg.EventLogRecord | None:
     """``key``'s materialization by run ``run_id`` (its last one), if the run made one."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records

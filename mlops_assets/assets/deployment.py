@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from mlops_assets.assets.common import ModelPipeline, retry_on_tracking_outage, table
+from mlops_assets.assets.common import BatchEvents, BatchRun, ModelPipeline, retry_on_tracking_outage, table
 from mlops_assets.contract import (
     CHAMPION,
     DRIFT_CHECK,
@@ -68,18 +68,8 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         ),
     )
     @retry_on_tracking_outage
-    def predictions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = pipeline.batch(context)
-        champion = current_champion(registry, spec.name, batch)
-        frame = lake.read_frame(spec.name, Asset.FEATURES, batch)
-        out, result = score_batch(pipeline, frame, registry.load_model(champion), champion.version)
-        lake.write_frame(spec.name, Asset.PREDICTIONS, out, batch)
-        if result is not None:
-            quality = ProductionEvaluation(model_version=champion.version, evaluation=result)
-            lake.write_json(spec.name, LakeFolder.PRODUCTION_EVALUATION, quality.to_dict(), batch)
-        context.log.info("%s batch %s scored by version %s", spec.name, batch, champion.version)
-        yield dg.MaterializeResult(metadata=predictions_metadata(out, champion, result))
-        yield from fairness_check_results(fairness, result, batch=batch, version=champion.version)
+    def predictions(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> BatchEvents:
+        yield from predictions_work(pipeline, BatchRun.of(pipeline, context), lake=lake, registry=registry)
 
     columns = drift_columns(pipeline)
 
@@ -106,32 +96,52 @@ def build_deployment_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
         ),
     )
     @retry_on_tracking_outage
-    def drift_report(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry):  # noqa: ANN202 - events
-        batch = pipeline.batch(context)
-        reference = drift_reference(registry, spec.name, batch)
-        scored_by = reference.version
-        current = lake.read_frame(spec.name, Asset.FEATURES, batch)
-        profile = reference_profile(registry, spec.name, scored_by)
-        result = detect(pipeline, profile, current)
-        # The HTML report (seconds of Evidently) is rendered by a run of its own that the drift
-        # report sensor launches for the batches wants_html_report picks; it links it here.
-        summary = DriftSummary(
-            batch=batch,
-            model_version=scored_by,
-            drifted_share=result.drifted_share,
-            dataset_drift=result.dataset_drift,
-            columns=tuple(c.__dict__ for c in result.columns),
-        )
-        lake.write_json(spec.name, Asset.DRIFT_REPORT, summary.to_dict(), batch)
-        yield from drift_check_results(pipeline, result, batch=batch, scored_by=scored_by, columns=columns)
-        metadata = drift_metadata(result, scored_by)
-        if not reference.is_champion:
-            metadata[Meta.DRIFT_REFERENCE] = (
-                f"no version is champion yet: drift against version {scored_by}'s training data, the newest"
-            )
-        yield dg.MaterializeResult(metadata=metadata)
+    def drift_report(context: dg.AssetExecutionContext, lake: Lake, registry: MlflowRegistry) -> BatchEvents:
+        yield from drift_report_work(pipeline, BatchRun.of(pipeline, context), lake=lake, registry=registry)
 
     return [predictions, drift_report]
+
+
+def predictions_work(pipeline: ModelPipeline, run: BatchRun, *, lake: Lake, registry: MlflowRegistry) -> BatchEvents:
+    """Scores every row with the champion; on labelled rows, evaluates it and checks its fairness."""
+    spec, batch = pipeline.spec, run.batch
+    champion = current_champion(registry, spec.name, batch)
+    frame = lake.read_frame(spec.name, Asset.FEATURES, batch)
+    out, result = score_batch(pipeline, frame, registry.load_model(champion), champion.version)
+    lake.write_frame(spec.name, Asset.PREDICTIONS, out, batch)
+    if result is not None:
+        quality = ProductionEvaluation(model_version=champion.version, evaluation=result)
+        lake.write_json(spec.name, LakeFolder.PRODUCTION_EVALUATION, quality.to_dict(), batch)
+    run.log.info("%s batch %s scored by version %s", spec.name, batch, champion.version)
+    yield dg.MaterializeResult(metadata=predictions_metadata(out, champion, result))
+    yield from fairness_check_results(fairness_checks(pipeline), result, batch=batch, version=champion.version)
+
+
+def drift_report_work(pipeline: ModelPipeline, run: BatchRun, *, lake: Lake, registry: MlflowRegistry) -> BatchEvents:
+    """The batch's drift against the champion's training data (else the newest version's)."""
+    spec, batch = pipeline.spec, run.batch
+    reference = drift_reference(registry, spec.name, batch)
+    scored_by = reference.version
+    current = lake.read_frame(spec.name, Asset.FEATURES, batch)
+    profile = reference_profile(registry, spec.name, scored_by)
+    result = detect(pipeline, profile, current)
+    # The HTML report (seconds of Evidently) is rendered by a run of its own that the drift
+    # report sensor launches for the batches wants_html_report picks; it links it here.
+    summary = DriftSummary(
+        batch=batch,
+        model_version=scored_by,
+        drifted_share=result.drifted_share,
+        dataset_drift=result.dataset_drift,
+        columns=tuple(c.__dict__ for c in result.columns),
+    )
+    lake.write_json(spec.name, Asset.DRIFT_REPORT, summary.to_dict(), batch)
+    yield from drift_check_results(pipeline, result, batch=batch, scored_by=scored_by, columns=drift_columns(pipeline))
+    metadata = drift_metadata(result, scored_by)
+    if not reference.is_champion:
+        metadata[Meta.DRIFT_REFERENCE] = (
+            f"no version is champion yet: drift against version {scored_by}'s training data, the newest"
+        )
+    yield dg.MaterializeResult(metadata=metadata)
 
 
 def wants_html_report(mode: str, *, dataset_drift: bool) -> bool:

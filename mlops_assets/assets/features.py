@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from mlops_assets.assets.common import ModelPipeline, frame_schema
+from mlops_assets.assets.common import BatchEvents, BatchRun, ModelPipeline, frame_schema
 from mlops_assets.contract import Asset, Meta
 from resources.lake import Lake
 
@@ -35,16 +35,20 @@ def build_feature_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]:
             "exactly the training-time transformations."
         ),
     )
-    def features(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
-        batch = pipeline.batch(context)
-        validated = lake.read_frame(spec.name, Asset.VALIDATED_BATCH, batch)
-        tags = lake.frame_tags(spec.name, Asset.VALIDATED_BATCH, batch)
-        frame, labelled = model_inputs(pipeline, validated)
-        # The raw content version goes on with the rows: training records it as the model's lineage.
-        lake.write_frame(spec.name, Asset.FEATURES, frame, batch, tags=tags)
-        return features_result(frame, labelled=labelled, content_version=tags.get(Meta.CONTENT_VERSION, ""))
+    def features(context: dg.AssetExecutionContext, lake: Lake) -> BatchEvents:
+        yield from features_work(pipeline, BatchRun.of(pipeline, context), lake=lake)
 
     return [features]
+
+
+def features_work(pipeline: ModelPipeline, run: BatchRun, *, lake: Lake) -> BatchEvents:
+    name, batch = pipeline.name, run.batch
+    validated = lake.read_frame(name, Asset.VALIDATED_BATCH, batch)
+    tags = lake.frame_tags(name, Asset.VALIDATED_BATCH, batch)
+    frame, labelled = model_inputs(pipeline, validated)
+    # The raw content version goes on with the rows: training records it as the model's lineage.
+    lake.write_frame(name, Asset.FEATURES, frame, batch, tags=tags)
+    yield features_result(frame, labelled=labelled, content_version=tags.get(Meta.CONTENT_VERSION, ""))
 
 
 def model_inputs(pipeline: ModelPipeline, validated: "pd.DataFrame") -> "tuple[pd.DataFrame, bool]":

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from mlops_assets.assets.common import ModelPipeline, frame_schema, table
+from mlops_assets.assets.common import BatchEvents, BatchRun, ModelPipeline, frame_schema, table
 from mlops_assets.assets.training import trained_content
 from mlops_assets.contract import RELANDING_CHECK, Asset, Meta, raw_landed_record, raw_version_file
 from mlops_assets.records import RawVersion
@@ -72,15 +72,20 @@ def build_ingestion_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition]
             "a registered model version was trained on."
         ),
     )
-    def raw_batch(context: dg.AssetExecutionContext, lake: Lake, landing: LandingZone) -> dg.MaterializeResult:
-        batch = pipeline.batch(context)
-        frame, origin = read_raw_batch(spec, batch, landing)
-        landed, previous = store_raw_version(lake, spec.name, batch, frame, origin)
-        trained = trained_content(context.instance, pipeline, lake, batch)
-        path = lake.uri(spec.name, Asset.RAW_BATCH, raw_version_file(batch, landed.content_version))
-        return raw_batch_result(frame, landed, previous, trained, path=path)
+    def raw_batch(context: dg.AssetExecutionContext, lake: Lake, landing: LandingZone) -> BatchEvents:
+        yield from raw_batch_work(pipeline, BatchRun.of(pipeline, context), lake=lake, landing=landing)
 
     return [source_batches, raw_batch]
+
+
+def raw_batch_work(pipeline: ModelPipeline, run: BatchRun, *, lake: Lake, landing: LandingZone) -> BatchEvents:
+    """Reads the batch (landed file, else source) and stores it as a new content version."""
+    spec, batch = pipeline.spec, run.batch
+    frame, origin = read_raw_batch(spec, batch, landing)
+    landed, previous = store_raw_version(lake, spec.name, batch, frame, origin)
+    trained = trained_content(run.instance, pipeline, lake, batch)
+    path = lake.uri(spec.name, Asset.RAW_BATCH, raw_version_file(batch, landed.content_version))
+    yield raw_batch_result(frame, landed, previous, trained, path=path)
 
 
 def batch_counts(spec: PipelineSpec, frame: "pd.DataFrame") -> tuple[dict[str, int], list[str]]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from mlops_assets.assets.common import ModelPipeline, table
+from mlops_assets.assets.common import BatchEvents, BatchRun, ModelPipeline, table
 from mlops_assets.assets.ingestion import landed_version
 from mlops_assets.contract import Asset, Meta, raw_version_file
 from mlops_assets.ml.validation import planned_checks
@@ -68,28 +68,34 @@ def build_validation_assets(pipeline: ModelPipeline) -> list[dg.AssetsDefinition
             "blocks everything downstream; its failure names the column and the row count."
         ),
     )
-    def validated_batch(context: dg.AssetExecutionContext, lake: Lake):  # noqa: ANN202 - a generator of events
-        from mlops_assets.ml.validation import Suite, validate
-
-        batch = pipeline.batch(context)
-        landed = landed_version(lake, spec.name, batch)
-        if landed is None:
-            raise dg.Failure(f"{spec.name}: batch {batch} has no landed raw version; materialize raw_batch first")
-        version = landed.content_version
-        frame = lake.read_frame(spec.name, Asset.RAW_BATCH, raw_version_file(batch, version))
-        suite = Suite.from_json(lake.read_bytes(spec.name, Asset.VALIDATION_SUITE, ext="json").decode())
-        outcomes = validate(frame, suite, batch=batch)
-        yield from check_results(outcomes, batch=batch, rows=len(frame))
-        stop_if_blocked(spec.name, batch, outcomes, landed=landed, kept=validated_version(lake, spec.name, batch))
-        for outcome in outcomes:
-            if not outcome.success:
-                context.log.warning("%s", outcome.message)
-        # The content version travels in the file itself, so features and training can never
-        # attribute these rows to another version.
-        lake.write_frame(spec.name, Asset.VALIDATED_BATCH, frame, batch, tags={Meta.CONTENT_VERSION: version})
-        yield validated_result(frame, outcomes, lake.uri(spec.name, Asset.VALIDATED_BATCH, batch), version=version)
+    def validated_batch(context: dg.AssetExecutionContext, lake: Lake) -> BatchEvents:
+        yield from validated_batch_work(pipeline, BatchRun.of(pipeline, context), lake=lake)
 
     return [validation_suite, validated_batch]
+
+
+def validated_batch_work(pipeline: ModelPipeline, run: BatchRun, *, lake: Lake) -> BatchEvents:
+    """Checks the batch's newest landed raw version against the suite; writes it only when no
+    error-severity expectation failed."""
+    from mlops_assets.ml.validation import Suite, validate
+
+    spec, batch = pipeline.spec, run.batch
+    landed = landed_version(lake, spec.name, batch)
+    if landed is None:
+        raise dg.Failure(f"{spec.name}: batch {batch} has no landed raw version; materialize raw_batch first")
+    version = landed.content_version
+    frame = lake.read_frame(spec.name, Asset.RAW_BATCH, raw_version_file(batch, version))
+    suite = Suite.from_json(lake.read_bytes(spec.name, Asset.VALIDATION_SUITE, ext="json").decode())
+    outcomes = validate(frame, suite, batch=batch)
+    yield from check_results(outcomes, batch=batch, rows=len(frame))
+    stop_if_blocked(spec.name, batch, outcomes, landed=landed, kept=validated_version(lake, spec.name, batch))
+    for outcome in outcomes:
+        if not outcome.success:
+            run.log.warning("%s", outcome.message)
+    # The content version travels in the file itself, so features and training can never
+    # attribute these rows to another version.
+    lake.write_frame(spec.name, Asset.VALIDATED_BATCH, frame, batch, tags={Meta.CONTENT_VERSION: version})
+    yield validated_result(frame, outcomes, lake.uri(spec.name, Asset.VALIDATED_BATCH, batch), version=version)
 
 
 def expectation_check_specs(pipeline: ModelPipeline) -> list[dg.AssetCheckSpec]:
