@@ -71,6 +71,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec_init_parser.add_argument("--source", required=True, help="a Parquet/CSV file, folder or glob, or a URI")
     spec_init_parser.add_argument("--label", help="the column to predict (without it the spec needs one edit)")
     spec_init_parser.add_argument("--output", help="where to write the spec (default: <name>.yaml here)")
+    backfill_parser = commands.add_parser(
+        "backfill", help="materialize per-batch assets of many batches in one Dagster run, a step per batch"
+    )
+    backfill_parser.add_argument("model", help="spec name")
+    backfill_parser.add_argument(
+        "--batch", action="append", dest="batches", help="a batch (repeat it; default: every registered batch)"
+    )
+    backfill_parser.add_argument(
+        "--assets",
+        default="raw_batch,validated_batch,features",
+        help="comma-separated per-batch assets (default: raw_batch,validated_batch,features; "
+        "add predictions,drift_report,attributions to score again)",
+    )
     serve_parser = commands.add_parser("serve", help="serve @champion over HTTP (MLflow's scoring protocol)")
     serve_parser.add_argument("model", help="spec name")
     serve_parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -114,6 +127,16 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
         if spec is None:
             parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
         return serve_command(settings, spec, host=args.host, port=args.port)
+    if args.command == "backfill":
+        if args.model not in {s.name for s in specs}:
+            parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
+        from mlops_assets.assets.backfill import BATCH_ASSETS
+
+        assets = [a.strip() for a in args.assets.split(",") if a.strip()]
+        unknown = sorted(set(assets) - set(BATCH_ASSETS))
+        if unknown or not assets:
+            parser.error(f"--assets: {unknown or 'none'} given; choose from {','.join(BATCH_ASSETS)}")
+        return backfill_command(settings, args.model, batches=args.batches or [], assets=assets)
     if args.command in ("explain", "rollback", "history", "report", "label"):
         if args.model not in {s.name for s in specs}:
             parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
@@ -355,6 +378,43 @@ def drift_report_command(settings: Settings, model: str, *, batch: str) -> int:
         instance.dispose()
     print(f"{model} batch {batch}: Evidently drift report at {path} (run {result.run_id})")
     return 0
+
+
+def backfill_command(settings: Settings, model: str, *, batches: list[str], assets: list[str]) -> int:
+    """Runs ``<model>_backfill_job`` through ``dagster job execute``; prints each batch's outcome."""
+    from mlops_assets.assets.backfill import BATCH_ASSETS
+    from mlops_assets.batches import sorted_batches
+    from mlops_assets.demo import backfill, print_result
+
+    instance = _instance(settings)
+    if instance is None:
+        print(f"mlops backfill: no Dagster instance at {settings.dagster_home}; run `mlops init` and register batches")
+        return 1
+    try:
+        registered = instance.get_dynamic_partitions(partitions_name(model))
+    finally:
+        instance.dispose()
+    unknown = sorted(set(batches) - set(registered))
+    if unknown:
+        print(f"mlops backfill: --batch {unknown[:20]} are not registered batches of {model}")
+        return 1
+    chosen = batches or sorted_batches(registered)
+    if not chosen:
+        print(f"mlops backfill: {model} has no registered batches (materialize {Asset.SOURCE_BATCHES} or land files)")
+        return 1
+    env = {**settings.environment, "MLOPS_HOME": str(settings.home), "DAGSTER_HOME": str(settings.dagster_home)}
+    env.setdefault(ARTIFACT_PROGRESS_BAR_ENV, "false")
+    in_order = [a for a in BATCH_ASSETS if a in assets]
+    print(f"{model}: {len(chosen)} batches through {', '.join(in_order)} in one run of {Job.backfill(model)}")
+    results = backfill(model, chosen, in_order, env)
+    for result in results:
+        print_result(result)
+    failed = [r.step.partition for r in results if not r.ok]
+    print(
+        f"{len(results) - len(failed)} of {len(results)} batches ok"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    return 1 if failed else 0
 
 
 def history_command(settings: Settings, model: str, *, at: str | None) -> int:

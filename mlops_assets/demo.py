@@ -66,11 +66,11 @@ def _failure_reason(log: str) -> str:
 def run_steps(model: str, steps: Sequence[Step], env: dict[str, str]) -> list[StepResult]:
     results = [materialize(model, step, env) for step in steps]
     for result in results:
-        _print_result(result)
+        print_result(result)
     return results
 
 
-def _print_result(result: StepResult) -> None:
+def print_result(result: StepResult) -> None:
     status = "ok" if result.ok else f"FAILED: {result.error}"
     print(f"  {result.step.label():<70} {result.seconds:5.1f}s  {status}", flush=True)
 
@@ -140,13 +140,13 @@ INSTANCE_CONFIG = """\
 concurrency:
   runs:
     max_concurrent_runs: 2
+  pools:
+    # Each model's promotion and rollback share pool <model>_registry: one at a time.
+    default_limit: 1
 # Dagster's default looks at the queue every 5 s: a landed batch's run then waited up to 5 s to
 # start, more than its scoring takes. Once a second costs one small query of the run storage.
 run_queue:
   dequeue_interval_seconds: 1
-  pools:
-    # Each model's promotion and rollback share pool <model>_registry: one at a time.
-    default_limit: 1
 # A run whose processes died (a reboot, a killed daemon) would otherwise stay STARTED for good,
 # holding a run slot and its pool slots. Dagster ends runs stuck starting or cancelling, and runs
 # past their dagster/max_runtime tag (set on every job; the value below is for runs without one);
@@ -221,7 +221,7 @@ def demo(spec: PipelineSpec, settings: Settings, *, sensor_interval: int = 3) ->
 
     ingested = backfill(name, history, INGESTION, env)
     for result in ingested:
-        _print_result(result)
+        print_result(result)
     # A batch that fails stays out of training and the demo goes on, as production would; the
     # exit status still says that something failed.
     left_out = [r.step.partition for r in ingested if not r.ok]

@@ -37,20 +37,32 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Harness:
     instance.dispose()
 
 
-def backfill(h: Harness, batches: list[str], assets: list[str]) -> dg.DagsterRun:
-    """The backfill job through ``dagster job execute``, as a terminal user runs it; its run."""
-    before = {r.run_id for r in h.instance.get_runs()}
-    config = h.settings.home / "backfill.yaml"
-    config.write_text(json.dumps({"ops": {plan_op(NAME): {"config": {"batches": batches, "assets": assets}}}}))
-    env = {
+def cli_env(h: Harness) -> dict[str, str]:
+    return {
         **os.environ,
         "MLOPS_HOME": str(h.settings.home),
         "MLOPS_PIPELINES": str(h.pipelines),  # type: ignore[attr-defined]
         "DAGSTER_HOME": str(h.settings.home / "dagster"),
     }
+
+
+def backfill(h: Harness, batches: list[str], assets: list[str]) -> dg.DagsterRun:
+    """The backfill job through ``dagster job execute``, as a terminal user runs it; its run."""
+    before = {r.run_id for r in h.instance.get_runs()}
+    config = h.settings.home / "backfill.yaml"
+    config.write_text(json.dumps({"ops": {plan_op(NAME): {"config": {"batches": batches, "assets": assets}}}}))
     command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "mlops_assets.definitions"]
     command += ["-j", Job.backfill(NAME), "-c", str(config)]
-    subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    subprocess.run(command, cwd=REPO, env=cli_env(h), capture_output=True, text=True, timeout=300, check=False)
+    return only_new_run(h, before)
+
+
+def mlops_backfill(h: Harness, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "mlops_assets.cli", "backfill", NAME, *args]
+    return subprocess.run(command, cwd=REPO, env=cli_env(h), capture_output=True, text=True, timeout=300, check=False)
+
+
+def only_new_run(h: Harness, before: set[str]) -> dg.DagsterRun:
     new = [r for r in h.instance.get_runs() if r.run_id not in before]
     assert len(new) == 1, f"{len(new)} runs for one backfill"
     return new[0]
@@ -119,8 +131,20 @@ def test_a_bad_batch_fails_only_its_own_step_and_keeps_its_good_outputs(harness:
     assert harness.instance.get_materialized_partitions(harness.key(Asset.FEATURES)) >= {"1974", "1975", "1976"}
 
 
+def test_mlops_backfill_names_a_batch_that_is_not_registered(harness: Harness) -> None:
+    before = {r.run_id for r in harness.instance.get_runs()}
+    done = mlops_backfill(harness, "--batch", "1974", "--batch", "1999")
+    assert done.returncode == 1
+    assert "--batch ['1999'] are not registered batches of gss_slice" in done.stdout
+    assert {r.run_id for r in harness.instance.get_runs()} == before
+
+
 def test_a_backfill_records_what_an_asset_run_of_the_batch_records(harness: Harness) -> None:
-    run = backfill(harness, ["2012"], list(INGESTION))
+    before = {r.run_id for r in harness.instance.get_runs()}
+    done = mlops_backfill(harness, "--batch", "2012")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "raw_batch,validated_batch,features [2012]" in done.stdout and "1 of 1 batches ok" in done.stdout
+    run = only_new_run(harness, before)
     assert run.status == dg.DagsterRunStatus.SUCCESS
     in_backfill = {a: harness.metadata(a, "2012") for a in INGESTION}
 
