@@ -15,6 +15,7 @@ batch that fails validation).
 """
 
 import re
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 
 import dagster as dg
@@ -29,7 +30,7 @@ from mlops_assets.assets.validation import validated_batch_work
 from mlops_assets.contract import TAG_MAX_RUNTIME, Asset, Job
 from resources.lake import Lake
 from resources.landing import LandingZone
-from resources.registry import MlflowRegistry
+from resources.registry import MlflowRegistry, is_tracking_outage
 
 # The per-batch assets, in the order one batch goes through them: a score-batch run's selection.
 BATCH_ASSETS = (
@@ -124,12 +125,16 @@ def build_backfill_job(pipeline: ModelPipeline, assets: Sequence[dg.AssetsDefini
             try:
                 for event in works[noun](run):
                     _record(context, pipeline.key(noun), batch, event, blocking)
-            except dg.RetryRequested:
-                raise
             except Exception as error:
-                reason = error.description if isinstance(error, dg.Failure) else f"{type(error).__name__}: {error}"
-                context.log.error("%s batch %s: %s failed: %s", name, batch, noun, reason)
-                failed[noun] = reason or type(error).__name__
+                if isinstance(error, dg.RetryRequested) or is_tracking_outage(error):
+                    raise  # the whole step is retried (retry_on_tracking_outage); the work is idempotent
+                if isinstance(error, dg.Failure):
+                    reason = error.description or "failed"
+                    context.log.error("%s batch %s: %s failed: %s", name, batch, noun, reason)
+                else:  # a bug, not bad data: the trace goes to the log
+                    reason = f"{type(error).__name__}: {error}"
+                    context.log.error("%s batch %s: %s failed:\n%s", name, batch, noun, traceback.format_exc())
+                failed[noun] = reason
         if failed:
             raise dg.Failure(
                 description=f"{name} batch {batch}: "

@@ -81,3 +81,22 @@ def test_a_failure_that_is_not_an_outage_is_not_retried(scored_pipeline: Harness
     assert not result.success
     assert h.retries(result) == []
     assert "no version is champion" in h.failure_message(result)
+
+
+def test_an_outage_in_a_backfill_retries_the_batch_step_with_backoff(scored_pipeline: Harness, fail_fast: None) -> None:
+    from mlops_assets.assets.backfill import plan_op
+    from mlops_assets.contract import Job
+
+    h = scored_pipeline
+    before = h.metadata("predictions", "2010")
+    down = MlflowRegistry(tracking_uri=closed_port_uri(), artifact_root="", outage_retries=2, outage_wait_s=0.1)
+    job = h.defs.resolve_job_def(Job.backfill(h.name))
+    config = {"ops": {plan_op(h.name): {"config": {"batches": ["2010"], "assets": SCORING}}}}
+    result = job.execute_in_process(
+        run_config=config, instance=h.instance, resources={**h.resources, "registry": down}, raise_on_error=False
+    )
+
+    assert not result.success
+    assert h.retries(result) == pytest.approx([0.1, 0.2]), "the batch's step retried twice, the wait doubling"
+    assert h.failure_chain(result).startswith("Exceeded max_retries of 2")
+    assert h.metadata("predictions", "2010") == before
