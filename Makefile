@@ -76,6 +76,10 @@ bench-score: install
 
 # One-row latency of mlops serve (shadow and request log on) against mlflow models serve, alias moves under load.
 bench-serve: install
+	@# wrk measures the closed-loop peak (the Python generator's own CPU would cap it); installed
+	@# here when missing and root, else bench_serve.py falls back to the Python generator and says so.
+	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && apt-get install -y -qq wrk; } \
+		|| echo "wrk could not be installed: the Python generator measures the peak"
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_serve.py
 
 clean:

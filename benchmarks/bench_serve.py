@@ -9,7 +9,11 @@ registered twice in a SQLite MLflow store, version 1 champion and version 2 chal
 2. a loopback load generator in a separate process (its own native thread pools sized to one):
    one-row ``dataframe_records`` requests of real GSS rows over keep-alive connections, open loop
    at a fixed rate (latency measured from each request's scheduled send time, so a stall counts
-   against every request it delays), then closed loop as fast as it answers (peak req/s);
+   against every request it delays), then closed loop as fast as it answers (peak req/s). The
+   closed loop is `wrk` (one thread, 4 connections, a Lua script cycling the same bodies) where
+   it is installed: the Python generator burns more CPU per request than the server, on the same
+   cores, so it measured itself rather than the server's peak. Without wrk the Python generator
+   measures it, with a note; the table says which one did;
 3. `mlflow models serve -m models:/gss_wages/1 --env-manager local --workers 1` on the same
    model, under the same two loads;
 4. the champion alias moved N times (promotions back and forth) while the fixed-rate load runs
@@ -21,7 +25,7 @@ different runs, and read the load average printed with the table.
 Usage: python benchmarks/bench_serve.py [--rate 300] [--seconds 20] [--moves 20]
 The last line printed is
 ``serve: p50 <x> ms, p99 <y> ms at <r> req/s, peak <p> req/s, <k>x mlflow serve, <e> errors over <n> alias moves``
-where ``k`` is our peak req/s over mlflow serve's (closed loop, same connections). Not a ratio of
+where ``k`` is our peak req/s over mlflow serve's (closed loop, same generator and connections). Not a ratio of
 p50s at the fixed rate: where mlflow serve cannot keep up with that rate its queue grows for the
 whole run and its p50 measures the run's length, not the server.
 """
@@ -32,6 +36,8 @@ import argparse
 import http.client
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +51,22 @@ sys.path.insert(0, str(REPO))
 MODEL = "gss_wages"
 SERVE_PORT = 18090
 MLFLOW_PORT = 18091
+PEAK_CONNECTIONS = 4
+# Cycles the request bodies (one JSON document a line, the file named after `--`), as the Python
+# generator does; each wrk thread has its own Lua state and reads the file once.
+WRK_SCRIPT = """
+local bodies = {}
+local i = 0
+function init(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+function request()
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+"""
 
 
 # ----------------------------------------------------------------------------- load generator
@@ -119,14 +141,100 @@ def load_main(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def run_load(port: int, rate: float, seconds: float, threads: int, bodies: Path) -> dict:
-    """The load generator in its own process (so its CPU use is not the server's)."""
+def run_load(port: int, rate: float, seconds: float, threads: int, bodies: Path, server: int | None = None) -> dict:
+    """The load generator in its own process (so its CPU use is not the server's). With ``server``
+    (a pid), adds both processes' CPU seconds per answered request."""
     command = [sys.executable, __file__, "load", "--port", str(port), "--rate", str(rate)]
     command += ["--seconds", str(seconds), "--threads", str(threads), "--bodies", str(bodies)]
-    out = subprocess.run(
-        command, capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out, generator_cpu, server_cpu = _measured(command, server, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = json.loads(out.strip().splitlines()[-1])
+    return {**result, "generator": "python", **_per_request(result, generator_cpu, server_cpu)}
+
+
+def run_wrk(port: int, seconds: float, connections: int, bodies: Path, script: Path, server: int) -> dict:
+    """Closed loop with `wrk` (one thread, keep-alive ``connections``), cycling ``bodies``; the
+    latencies are wrk's, from each request's send (closed loop: no schedule to measure from)."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(script)]
+    command += [f"http://127.0.0.1:{port}/invocations", "--", str(bodies)]
+    out, generator_cpu, server_cpu = _measured(command, server)
+    total, elapsed = re.search(r"(\d+) requests in ([\d.]+)(ms|s)", out).group(1, 2)
+    elapsed_s = float(elapsed) / (1000 if re.search(r"requests in [\d.]+ms", out) else 1)
+    not_ok = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = not_ok + (sum(int(x) for x in sockets.groups()) if sockets else 0)
+    ok = int(total) - not_ok
+    result = {
+        "ok": ok,
+        "errors": errors,
+        "seconds": elapsed_s,
+        "rate": ok / elapsed_s,
+        "p50": _wrk_ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+        "p99": _wrk_ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+        "generator": "wrk",
+    }
+    return {**result, **_per_request(result, generator_cpu, server_cpu)}
+
+
+def _wrk_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def _measured(command: list[str], server: int | None, env: dict | None = None) -> tuple[str, float, float | None]:
+    """Runs ``command``: its stdout, its CPU seconds and those of ``server``'s process tree meanwhile."""
+    before = _tree_cpu(server) if server else None
+    children = _children_cpu()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = process.communicate()
+    # communicate() reaped it: its CPU is now in this process's children's. The loads run one at
+    # a time, so nothing else is reaped meanwhile (the moves' load runs alone, its figure unused).
+    generator = _children_cpu() - children
+    after = _tree_cpu(server) if server else None
+    if process.returncode != 0:
+        raise SystemExit(f"{command[0]} failed ({process.returncode}):\n{err[-3000:]}")
+    return out, generator, (after - before) if before is not None and after is not None else None
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _tree_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` and its live descendants (mlflow serve's uvicorn is a
+    child), from /proc; None where there is no /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    if pid not in used:
+        return None
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        children = [c for c, parent in parents.items() if parent in frontier and c not in tree]
+        tree.update(children)
+        frontier = children
+    return sum(used[p] for p in tree)
+
+
+def _per_request(result: dict, generator_cpu: float, server_cpu: float | None) -> dict:
+    answered = max(1, result["ok"] + result["errors"])
+    return {
+        "generator_cpu_ms": 1000 * generator_cpu / answered,
+        "server_cpu_ms": None if server_cpu is None else 1000 * server_cpu / answered,
+    }
 
 
 # ----------------------------------------------------------------------------- setup
@@ -238,6 +346,21 @@ def main() -> None:
         registry, versions, records = build_home(home)
         bodies = Path(tmp) / "bodies.jsonl"
         bodies.write_text("\n".join(json.dumps({"dataframe_records": [r]}) for r in records))
+        script = Path(tmp) / "bodies.lua"
+        script.write_text(WRK_SCRIPT)
+        if shutil.which("wrk") is None:
+            print(
+                "note: wrk is not installed (`apt-get install -y wrk`; `make bench-serve` installs it as root): "
+                "the Python generator measures the closed-loop peak, and on a small machine its own CPU caps it",
+                flush=True,
+            )
+
+        def closed_loop(port: int, pid: int) -> dict:
+            seconds = min(args.seconds, 10)
+            if shutil.which("wrk") is None:
+                return run_load(port, 0, seconds, PEAK_CONNECTIONS, bodies, pid)
+            return run_wrk(port, seconds, PEAK_CONNECTIONS, bodies, script, pid)
+
         env = {
             **os.environ,
             "MLOPS_HOME": str(home),
@@ -264,8 +387,8 @@ def main() -> None:
         try:
             wait_http(SERVE_PORT, "/health", serve, serve_log)
             run_load(SERVE_PORT, args.rate, 3, 2, bodies)  # warm-up
-            results["mlops serve"] = run_load(SERVE_PORT, args.rate, args.seconds, 2, bodies)
-            results["mlops serve peak"] = run_load(SERVE_PORT, 0, min(args.seconds, 10), 4, bodies)
+            results["mlops serve"] = run_load(SERVE_PORT, args.rate, args.seconds, 2, bodies, serve.pid)
+            results["mlops serve peak"] = closed_loop(SERVE_PORT, serve.pid)
             print("measured:", json.dumps(results), flush=True)
             moved = moves_under_load(registry, versions, args.moves, SERVE_PORT, args.rate, bodies)
             print("moves:", json.dumps(moved), flush=True)
@@ -283,23 +406,29 @@ def main() -> None:
         try:
             wait_http(MLFLOW_PORT, "/ping", mlflow_serve, mlflow_log)
             run_load(MLFLOW_PORT, args.rate, 3, 2, bodies)
-            results["mlflow models serve"] = run_load(MLFLOW_PORT, args.rate, args.seconds, 2, bodies)
-            results["mlflow models serve peak"] = run_load(MLFLOW_PORT, 0, min(args.seconds, 10), 4, bodies)
+            results["mlflow models serve"] = run_load(MLFLOW_PORT, args.rate, args.seconds, 2, bodies, mlflow_serve.pid)
+            results["mlflow models serve peak"] = closed_loop(MLFLOW_PORT, mlflow_serve.pid)
         finally:
             stop(mlflow_serve)
     load1, load5, _ = os.getloadavg()
     print(f"\none-row requests, loopback, one server worker; load average {load1:.2f} / {load5:.2f} (1 / 5 min)")
-    print(f"{'server':<26}{'load':>14}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    for name, r in results.items():
-        kind = "closed, 4 conn" if name.endswith("peak") else f"{args.rate:.0f} req/s"
-        print(f"{name:<26}{kind:>14}{r['rate']:>9.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{r['errors']:>8}")
-    print(
-        f"{'mlops serve, alias moves':<26}{args.rate:>10.0f} r/s{moved['rate']:>9.0f}{moved['p50']:>9.2f}"
-        f"{moved['p99']:>9.2f}{moved['errors']:>8}"
-    )
+    print("CPU ms/req: CPU seconds of the server's processes and of the generator over the run, per request")
+    header = f"{'server':<26}{'load':>16}{'generator':>10}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>10}{'errors':>7}"
+    print(f"{header}{'server CPU':>11}{'gen CPU':>8}")
+    for name, r in [*results.items(), ("mlops serve, alias moves", moved)]:
+        kind = f"closed, {PEAK_CONNECTIONS} conn" if name.endswith("peak") else f"{args.rate:.0f} req/s"
+        cpu = "-" if r.get("server_cpu_ms") is None else f"{r['server_cpu_ms']:.2f}"
+        print(
+            f"{name:<26}{kind:>16}{r['generator']:>10}{r['rate']:>8.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}"
+            f"{r['errors']:>7}{cpu:>11}{r['generator_cpu_ms']:>8.2f}"
+        )
     shadow = metrics.get(f'mlops_serve_shadow_rows_total{{model="{MODEL}"}}', 0)
+    dropped = metrics.get(f'mlops_serve_follow_ups_dropped_total{{model="{MODEL}"}}', 0)
     swaps = metrics.get(f'mlops_serve_model_swaps_total{{model="{MODEL}",alias="champion"}}', 0)
-    print(f"mlops serve counted {shadow:.0f} shadow rows and {swaps:.0f} champion loads (the first and each move)")
+    print(
+        f"mlops serve counted {shadow:.0f} shadow rows, {dropped:.0f} follow-ups dropped (shadow and log entry, "
+        f"background queue full) and {swaps:.0f} champion loads (the first and each move)"
+    )
     ours, peak, their_peak = results["mlops serve"], results["mlops serve peak"], results["mlflow models serve peak"]
     print(
         f"serve: p50 {ours['p50']:.2f} ms, p99 {ours['p99']:.2f} ms at {ours['rate']:.0f} req/s, "
