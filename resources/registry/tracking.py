@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_assets import contract
-from resources.registry.loading import read_tree, tree_digest
+from resources.registry.loading import import_skops_io, read_tree, tree_digest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,6 +124,9 @@ def log_and_register(
         if family == "torch_mlp":
             info = _log_torch(model, signature, example)
         else:
+            # MLflow imports skops.io to save; first imported here, it would list every
+            # scikit-learn estimator and import torch (1.5 s of the model step in a run worker).
+            import_skops_io()
             info = mlflow.sklearn.log_model(
                 model,
                 name="model",
