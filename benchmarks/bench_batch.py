@@ -13,7 +13,8 @@ registers them as partitions, as the landing sensor does. Then:
   the last scored batch (so a new version is fitted), beside the raw fit: the same estimator on
   the same training set with its default threads in this process, once nothing else of the
   benchmark runs. The model step sizes its thread pools to the run's CPU share; the table shows
-  the step, the fit inside it (its ``fit_seconds`` metadata) and the raw fit.
+  the step, the fit inside it (its ``fit_seconds`` metadata) and the raw fit, then the same fit
+  beside a CPU-bound process the benchmark starts, with default threads and with the run's share.
 
 The machine may be shared: compare the ratios of one run, not numbers from different runs.
 
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,6 +44,7 @@ from mlops_assets.assets.backfill import BATCH_ASSETS
 from mlops_assets.contract import Asset, Job, Meta, TrainingFile, op_name, partitions_name, training_file
 from mlops_assets.definitions import build_definitions
 from mlops_assets.demo import _later_batches, ensure_instance
+from mlops_assets.ml.cpus import cpu_budget
 from mlops_assets.ml.data import batch_at_or_before, read_source_files
 from mlops_assets.spec import load_specs
 from resources.settings import Settings
@@ -162,31 +165,55 @@ def warm_model_step(defs: dg.Definitions, instance: dg.DagsterInstance, until: s
     return run_timings(instance, result.run_id)[1][Asset.MODEL]
 
 
-def raw_fit_seconds(defs: dg.Definitions, fingerprint: str) -> tuple[float, int]:
-    """The spec's estimator fitted on the window's training set here, with its default threads."""
-    from mlops_assets.ml.cpus import cpu_budget
+def window_fit(defs: dg.Definitions, fingerprint: str) -> Callable[[], float]:
+    """A function that fits the spec's estimator on the window's training set here and returns
+    the seconds it took (with whatever thread limits the caller set)."""
     from mlops_assets.ml.data import LABEL
     from mlops_assets.ml.trainers import build_estimator, prepare_inputs
+    from mlops_assets.preflight import resolve
 
     settings = Settings.from_env(os.environ)
     spec = next(s for s in load_specs(settings.pipelines) if s.name == MODEL)
-    lake = defs.resources["lake"]
-    train = lake.read_frame(MODEL, Asset.TRAINING_DATASET, training_file(fingerprint, TrainingFile.TRAIN))
-    from mlops_assets.preflight import resolve
-
+    train = defs.resources["lake"].read_frame(
+        MODEL, Asset.TRAINING_DATASET, training_file(fingerprint, TrainingFile.TRAIN)
+    )
     columns = resolve(spec, cache_dir=None).columns
     inputs = prepare_inputs(train, columns.numeric, columns.categorical)
     y = train[LABEL].to_numpy(dtype="int64")
-    estimator = build_estimator(
-        spec.training.model,
-        numeric=columns.numeric,
-        categorical=columns.categorical,
-        params=spec.training.params,
-        seed=spec.training.seed,
-    )
-    began = time.perf_counter()
-    estimator.fit(inputs, y)
-    return time.perf_counter() - began, cpu_budget()
+
+    def fit() -> float:
+        estimator = build_estimator(
+            spec.training.model,
+            numeric=columns.numeric,
+            categorical=columns.categorical,
+            params=spec.training.params,
+            seed=spec.training.seed,
+        )
+        began = time.perf_counter()
+        estimator.fit(inputs, y)
+        return time.perf_counter() - began
+
+    return fit
+
+
+def busy_fits(fit: Callable[[], float], repeats: int = 3) -> tuple[float, float, int]:
+    """Median seconds of the fit beside one CPU-bound process: with default threads, and with
+    the threads the model step would use (``run_share``); and that share."""
+    from mlops_assets.ml.cpus import cpu_share, run_share
+
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1)
+        default, shared, share = [], [], 1
+        for _ in range(repeats):
+            default.append(fit())
+            share = run_share()
+            with cpu_share(share):
+                shared.append(fit())
+    finally:
+        burner.kill()
+        burner.wait()
+    return statistics.median(default), statistics.median(shared), share
 
 
 def main() -> None:
@@ -234,16 +261,22 @@ def main() -> None:
                 floor_steps.setdefault(step, []).append(seconds)
             print(f"  floor {batch}: {total:5.2f}s", flush=True)
         model_step, fit, threads, fingerprint, _run = retrain_timings(instance, env, batches[-1])
-        raw_fit, raw_threads = raw_fit_seconds(defs, fingerprint)
+        fit_window = window_fit(defs, fingerprint)
+        raw_fit, raw_threads = statistics.median(fit_window() for _ in range(3)), cpu_budget()
+        busy_default, busy_shared, busy_share = busy_fits(fit_window)
         warm_step = warm_model_step(defs, instance, batches[-2]) if len(batches) > 1 else None
         instance.dispose()
     print(f"\n{'training (retrain job to ' + batches[-1] + ')':<44} {'s':>7} {'threads':>8} {'vs raw fit':>11}")
-    print(f"{'model step (run worker)':<44} {model_step:>7.2f} {threads:>8} {model_step / raw_fit:>10.1f}x")
-    print(f"{'  fit inside it':<44} {fit:>7.2f} {threads:>8} {fit / raw_fit:>10.1f}x")
-    if warm_step is not None:
-        label = f"model step (this process, warm, to {batches[-2]})"
-        print(f"{label:<44} {warm_step:>7.2f} {'':>8} {warm_step / raw_fit:>10.1f}x")
-    print(f"{'raw fit (this process, default threads)':<44} {raw_fit:>7.2f} {raw_threads:>8} {1.0:>10.1f}x")
+    training = [
+        ("model step (run worker)", model_step, threads),
+        ("  fit inside it", fit, threads),
+        *([(f"model step (this process, warm, to {batches[-2]})", warm_step, "")] if warm_step is not None else []),
+        ("raw fit (this process, default threads)", raw_fit, raw_threads),
+        ("beside a busy process: default threads", busy_default, raw_threads),
+        ("beside a busy process: the run's share", busy_shared, busy_share),
+    ]
+    for label, seconds, used in training:
+        print(f"{label:<44} {seconds:>7.2f} {used:>8} {seconds / raw_fit:>10.1f}x")
     print(f"\n{'step':<18} {'job p50 s':>10} {'floor p50 s':>12} {'ratio':>7}")
     rows = [(s, statistics.median(steps[s]), statistics.median(floor_steps.get(s, [0.0]))) for s in steps]
     rows.append(("run (start-end)", statistics.median(runs), statistics.median(floor_runs)))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+_PROC_STAT = Path("/proc/stat")
 
 
 def cpu_budget() -> int:
@@ -29,14 +31,46 @@ def cpu_budget() -> int:
 
 
 def idle_cpus() -> int:
-    """The CPUs of the budget not already kept busy by other work (the one-minute load average,
-    which counts the caller itself as one), at least one."""
+    """The CPUs of the budget not already kept busy by other work, at least one.
+
+    Other work is the larger of two readings: the one-minute load average less the caller (a
+    long-running caller has counted in it), and the tasks runnable right now less the caller
+    (``procs_running``): a run worker that starts beside a busy process sees the load average of
+    the minute before, which does not count that process yet. Beside one busy process on two
+    cores, HGB's fit took 0.53-0.56 s with one thread and 4.2-6.5 s with two.
+    """
     budget = cpu_budget()
     try:
         load = os.getloadavg()[0]
     except OSError:
-        return budget
-    return max(1, min(budget, round(budget - load) + 1))
+        load = 0.0
+    return idle_share(budget, load=load, running_now=_running_now())
+
+
+def idle_share(budget: int, *, load: float, running_now: int | None) -> int:
+    """The CPUs left to the caller: ``budget`` less the other work the readings show, at least one."""
+    others = round(load) - 1
+    if running_now is not None:
+        others = max(others, running_now - 1)
+    return max(1, min(budget, budget - max(0, others)))
+
+
+def _running_now(samples: int = 3, gap_s: float = 0.01) -> int | None:
+    """Runnable tasks on the machine, this one included (the least of a few readings, so a
+    task that runs for a moment is not taken for a busy one); None where /proc/stat is absent."""
+    readings = []
+    for i in range(samples):
+        try:
+            with _PROC_STAT.open() as stat:
+                for line in stat:
+                    if line.startswith("procs_running "):
+                        readings.append(int(line.split()[1]))
+                        break
+        except OSError:
+            return None
+        if i + 1 < samples:
+            time.sleep(gap_s)
+    return min(readings) if readings else None
 
 
 def _cgroup_quota() -> int | None:
