@@ -96,3 +96,14 @@ def test_pipelines_folder_merges_one_pipeline_per_spec(gss_slice: Path, write_sp
     )
     groups = {k.path[0] for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert groups == {"gss_slice", "gss_other"}
+
+
+def test_the_landing_sensor_ticks_at_least_every_five_seconds_whatever_the_interval(tmp_path: Path) -> None:
+    from mlops_assets.contract import Sensor
+
+    defs = build_definitions(Settings.from_env({"MLOPS_HOME": str(tmp_path)}))  # the default 30 s interval
+    intervals = {s.name: s.minimum_interval_seconds for s in defs.sensors}
+    assert intervals.pop(Sensor.landing("gss_wages")) == 5
+    assert set(intervals.values()) == {30}
+    fast = build_definitions(Settings.from_env({"MLOPS_HOME": str(tmp_path), "MLOPS_SENSOR_INTERVAL_SECONDS": "2"}))
+    assert {s.minimum_interval_seconds for s in fast.sensors} == {2}
