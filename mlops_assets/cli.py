@@ -130,12 +130,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Se
     if args.command == "backfill":
         if args.model not in {s.name for s in specs}:
             parser.error(f"model: no spec named {args.model!r} (have: {', '.join(s.name for s in specs)})")
-        from mlops_assets.assets.backfill import BATCH_ASSETS
+        import dagster as dg
 
-        assets = [a.strip() for a in args.assets.split(",") if a.strip()]
-        unknown = sorted(set(assets) - set(BATCH_ASSETS))
-        if unknown or not assets:
-            parser.error(f"--assets: {unknown or 'none'} given; choose from {','.join(BATCH_ASSETS)}")
+        from mlops_assets.assets.backfill import chosen_assets
+
+        try:
+            assets = chosen_assets([a.strip() for a in args.assets.split(",") if a.strip()])
+        except dg.Failure as e:
+            parser.error(f"--{e.description}")
         return backfill_command(settings, args.model, batches=args.batches or [], assets=assets)
     if args.command in ("explain", "rollback", "history", "report", "label"):
         if args.model not in {s.name for s in specs}:
@@ -381,8 +383,11 @@ def drift_report_command(settings: Settings, model: str, *, batch: str) -> int:
 
 
 def backfill_command(settings: Settings, model: str, *, batches: list[str], assets: list[str]) -> int:
-    """Runs ``<model>_backfill_job`` through ``dagster job execute``; prints each batch's outcome."""
-    from mlops_assets.assets.backfill import BATCH_ASSETS
+    """Runs ``<model>_backfill_job`` through ``dagster job execute``; prints each batch's outcome.
+
+    Args:
+        assets: per-batch assets in chain order (``chosen_assets``).
+    """
     from mlops_assets.batches import sorted_batches
     from mlops_assets.demo import backfill, print_result
 
@@ -404,9 +409,8 @@ def backfill_command(settings: Settings, model: str, *, batches: list[str], asse
         return 1
     env = {**settings.environment, "MLOPS_HOME": str(settings.home), "DAGSTER_HOME": str(settings.dagster_home)}
     env.setdefault(ARTIFACT_PROGRESS_BAR_ENV, "false")
-    in_order = [a for a in BATCH_ASSETS if a in assets]
-    print(f"{model}: {len(chosen)} batches through {', '.join(in_order)} in one run of {Job.backfill(model)}")
-    results = backfill(model, chosen, in_order, env)
+    print(f"{model}: {len(chosen)} batches through {', '.join(assets)} in one run of {Job.backfill(model)}")
+    results = backfill(model, chosen, assets, env)
     for result in results:
         print_result(result)
     failed = [r.step.partition for r in results if not r.ok]

@@ -36,8 +36,9 @@ def idle_cpus() -> int:
     Other work is the larger of two readings: the one-minute load average less the caller (a
     long-running caller has counted in it), and the tasks runnable right now less the caller
     (``procs_running``): a run worker that starts beside a busy process sees the load average of
-    the minute before, which does not count that process yet. Beside one busy process on two
-    cores, HGB's fit took 0.53-0.56 s with one thread and 4.2-6.5 s with two.
+    the minute before, which does not count that process yet. Beside one CPU-bound process on two
+    cores, the GSS retrain's fit took 0.30 s with this share (one thread) and 2.51 s with HGB's
+    default two (``make bench-batch``, 2026-12-03).
     """
     budget = cpu_budget()
     try:

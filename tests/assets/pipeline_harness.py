@@ -29,6 +29,7 @@ class Harness:
         env: dict[str, str] | None = None,
     ) -> None:
         self.settings = Settings.from_env({"MLOPS_HOME": str(home), "MLOPS_PIPELINES": str(pipelines), **(env or {})})
+        self.pipelines = pipelines
         self.defs = build_definitions(self.settings)
         self.instance = instance or dg.DagsterInstance.ephemeral()
         self.name = name

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -25,13 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     root = tmp_path_factory.mktemp("backfill")
     home = root / "home"
     ensure_instance(home / "dagster")
     instance = dg.DagsterInstance.from_config(str(home / "dagster"))
     h = Harness(home, write_gss_pipeline(root, [1974, 1975, 1976, 2010, 2012]), NAME, instance=instance)
-    h.pipelines = root / "pipelines"  # type: ignore[attr-defined] - for the CLI's environment
     assert h.materialize([Asset.SOURCE_BATCHES, Asset.VALIDATION_SUITE]).success
     yield h
     instance.dispose()
@@ -41,7 +41,7 @@ def cli_env(h: Harness) -> dict[str, str]:
     return {
         **os.environ,
         "MLOPS_HOME": str(h.settings.home),
-        "MLOPS_PIPELINES": str(h.pipelines),  # type: ignore[attr-defined]
+        "MLOPS_PIPELINES": str(h.pipelines),
         "DAGSTER_HOME": str(h.settings.home / "dagster"),
     }
 
